@@ -1,0 +1,4 @@
+from musicnas.cli import main
+
+if __name__ == "__main__":
+    main()

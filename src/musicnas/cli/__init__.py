@@ -1,0 +1,87 @@
+"""The ``musicnas`` command. Each subcommand lives in its own module and is imported on first use."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from musicnas import __version__
+from musicnas.runtime import MusicnasError, maybe_reexec_with_malloc_tunables
+from musicnas.utils.logging import setup_logging
+
+# name -> "module:attribute", in the order a user meets them
+SUBCOMMANDS: dict[str, str] = {
+    "demo": "musicnas.cli.demo:demo",
+    "data": "musicnas.cli.data:data",
+    "arch": "musicnas.cli.arch:arch",
+    "search": "musicnas.cli.search:search",
+    "train": "musicnas.cli.train:train",
+    "evaluate": "musicnas.cli.evaluate:evaluate",
+    "predict": "musicnas.cli.predict:predict",
+    "export": "musicnas.cli.export:export",
+    "report": "musicnas.cli.report:report",
+    "benchmark": "musicnas.cli.benchmark:benchmark",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when it is run or listed."""
+
+    def list_commands(self, ctx):
+        return [name for name in SUBCOMMANDS if self._load(name) is not None]
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    @staticmethod
+    def _load(name):
+        target = SUBCOMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # subcommand not built yet
+                return None
+            raise
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="musicnas")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """musicnas: find, train and ship neural networks for music audio classification with ENAS.
+
+    \b
+    Typical flow:
+      musicnas data synth --out demo_audio          # or bring a folder with one subfolder per class
+      musicnas data prepare --data demo_audio --cache .musicnas-cache
+      musicnas search --data demo_audio --space macro --out runs/search
+      musicnas train --arch runs/search/arch.json --data demo_audio --out runs/model
+      musicnas evaluate --model runs/model --data demo_audio
+      musicnas predict --model runs/model song.mp3
+    Or run everything on generated demo music: musicnas demo
+    """
+    setup_logging(-1 if quiet else verbose)
+
+
+def main(argv: list[str] | None = None) -> None:
+    maybe_reexec_with_malloc_tunables(argv)
+    try:
+        cli.main(args=argv, prog_name="musicnas", standalone_mode=False)
+    except MusicnasError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

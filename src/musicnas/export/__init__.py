@@ -1,0 +1,1 @@
+"""Model bundles, prediction API, ONNX and TorchScript export."""

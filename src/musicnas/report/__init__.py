@@ -1,0 +1,1 @@
+"""Self-contained HTML reports of searches and trained models."""

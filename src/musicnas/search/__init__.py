@@ -1,0 +1,1 @@
+"""Search strategies: the ENAS controller and loop, rewards, deriving, random-search baselines."""

@@ -1,0 +1,1 @@
+"""Training a fixed network from scratch, augmentation, evaluation."""
