@@ -75,3 +75,26 @@ def test_bad_options_are_user_errors():
         ShortChunkResCNN(num_classes=1)
     with pytest.raises(MusicnasError, match="input"):
         ShortChunkResCNN(channels=2)(torch.randn(1, 16, 16))
+
+
+def test_bundle_of_the_cnn_loads_back_with_the_same_outputs(tmp_path):
+    from musicnas.data.features import FeatureConfig
+    from musicnas.export.bundle import read_bundle, save_bundle
+
+    torch.manual_seed(0)
+    model = ShortChunkResCNN(num_classes=3, channels=4, num_blocks=5, dropout=0.2).eval()
+    n_mels = FeatureConfig().n_mels
+    save_bundle(
+        tmp_path / "model",
+        model,
+        None,
+        FeatureConfig(),
+        ["a", "b", "c"],
+        [0.0] * n_mels,
+        [1.0] * n_mels,
+        model_spec=model.model_spec(),
+    )
+    loaded = read_bundle(tmp_path / "model")
+    assert loaded.arch is None and loaded.spec.type == "short_chunk_res_cnn"
+    x = torch.randn(2, 1, n_mels, 40)
+    assert torch.allclose(loaded.model(x), model(x))

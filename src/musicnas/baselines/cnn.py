@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from musicnas.export.bundle import ModelSpec, register_model_type
 from musicnas.runtime import MusicnasError
 
 MODEL_TYPE = "short_chunk_res_cnn"
@@ -125,6 +126,17 @@ class ShortChunkResCNN(nn.Module):
         }
         return cls(**kwargs)
 
+    def model_spec(self) -> ModelSpec:
+        """How a model bundle rebuilds this network (``save_bundle(..., model_spec=...)``)."""
+        return ModelSpec.for_type(
+            MODEL_TYPE,
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            channels=self.channels,
+            dropout=self.dropout_p,
+            num_blocks=self.num_blocks,
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise MusicnasError(f"expected input [batch, channels, mels, frames], got shape {tuple(x.shape)}")
@@ -138,3 +150,20 @@ class ShortChunkResCNN(nn.Module):
 
     def set_progress(self, progress: float) -> None:
         """No drop-path schedule in this network."""
+
+
+@register_model_type(MODEL_TYPE)
+def build_short_chunk_res_cnn(
+    arch, in_channels: int, num_classes: int, channels=None, dropout: float = 0.5, **kwargs
+):
+    """Bundle builder: the CNN has no searched architecture, so ``arch`` must be None."""
+    if arch is not None:
+        raise MusicnasError(f"model type {MODEL_TYPE!r} takes no architecture, but the bundle has one")
+    return ShortChunkResCNN(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        channels=128 if channels is None else int(channels),
+        num_blocks=int(kwargs.pop("num_blocks", 7)),
+        dropout=dropout,
+        **kwargs,
+    )
