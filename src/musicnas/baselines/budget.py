@@ -92,7 +92,7 @@ PRESETS: dict[str, Budget] = {
         batch_size=16,
         num_layers=2,
         channels=4,
-        num_branches=2,
+        num_branches=4,
         cnn_channels=4,
         cnn_blocks=3,
     ),

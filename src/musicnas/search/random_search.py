@@ -1,0 +1,107 @@
+"""Random-search baselines in the same framework as ENAS (Li & Talwalkar 2019; Yu et al. 2019).
+
+* :class:`UniformController` plugs into the ENAS loop in place of the LSTM: same shared weights, same
+  epochs, same child steps, same deriving, but every architecture is drawn uniformly from the space
+  ("random search with weight sharing").
+* :func:`sample_distinct_archs` draws the k architectures of "random search without weight sharing",
+  which the benchmark harness trains from scratch (see ``musicnas.baselines.harness``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from musicnas.runtime import MusicnasError
+from musicnas.search.controller import Controller, ControllerSample
+
+__all__ = ["UniformController", "sample_distinct_archs"]
+
+
+class UniformController(Controller):
+    """Draws every architecture uniformly at random from ``space`` with its own seeded generator.
+
+    It has no trainable parameters: the ENAS loop's controller-training phase has nothing to update.
+    ``log_prob`` and ``entropy`` are the exact values of the uniform distribution (``-log |space|`` and
+    ``log |space|``), constants without gradient, so logged rewards and entropies stay comparable with
+    an ENAS run's.
+    """
+
+    def __init__(self, space, seed: int = 0):
+        super().__init__(space, seed)
+        size = int(space.size())
+        if size < 1:
+            raise MusicnasError(f"search space {space!r} has no architectures to sample")
+        self.log_size = math.log(size)  # math.log handles Python ints far beyond float range
+
+    @property
+    def trainable(self) -> bool:
+        return False
+
+    def _uniform(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(-self.log_size), torch.tensor(self.log_size)
+
+    def sample(self) -> ControllerSample:
+        arch = self.space.sample(self.generator)
+        log_prob, entropy = self._uniform()
+        return ControllerSample(arch, log_prob, entropy, torch.zeros(()), self.arch_stats(arch))
+
+    def log_prob(self, arch) -> tuple[torch.Tensor, torch.Tensor]:
+        arch.validate()
+        return self._uniform()
+
+    def skip_penalty(self, arch) -> torch.Tensor:
+        return torch.zeros(())
+
+    @torch.no_grad()
+    def most_likely(self):
+        """Every architecture is equally likely: returns a fresh uniform draw (advances the generator)."""
+        return self.space.sample(self.generator)
+
+    @torch.no_grad()
+    def decision_probs(self) -> dict:
+        return {"decisions": [], "uniform": True, "log_size": self.log_size}
+
+    def arch_stats(self, arch) -> dict:
+        # the same skip-rate statistic the macro controller logs, so the metrics files line up
+        if getattr(self.space, "type", None) == "macro":
+            from musicnas.search.controller import MacroController
+
+            return {"skip_rate": MacroController.skip_rate(self, arch)}
+        return {}
+
+    # MacroController.skip_rate reads these when called on a UniformController (above)
+    @property
+    def num_layers(self) -> int:
+        return int(getattr(self.space, "num_layers", 0))
+
+    @property
+    def num_branches(self) -> int:
+        return int(getattr(self.space, "num_branches", 0))
+
+    @property
+    def whole_channels(self) -> bool:
+        return bool(getattr(self.space, "whole_channels", True))
+
+
+def sample_distinct_archs(space, k: int, generator: torch.Generator, max_tries: int | None = None) -> list:
+    """``k`` architectures drawn uniformly without repeats (by ``Arch.key()``).
+
+    Repeats are rejected rather than kept so that k trainings are k different candidates; a space with
+    fewer than k architectures is an error naming both numbers."""
+    if k < 1:
+        raise MusicnasError(f"the number of random architectures must be at least 1 (got {k})")
+    size = int(space.size())
+    if size < k:
+        raise MusicnasError(f"asked for {k} distinct random architectures but the space has only {size}")
+    max_tries = max_tries or 100 * k
+    seen: dict[str, object] = {}
+    tries = 0
+    while len(seen) < k:
+        tries += 1
+        if tries > max_tries:
+            raise MusicnasError(f"could not draw {k} distinct architectures in {max_tries} tries")
+        arch = space.sample(generator)
+        seen.setdefault(arch.key(), arch)
+    return list(seen.values())
