@@ -1,0 +1,82 @@
+"""Cost of a network: parameters and multiply-accumulates (MACs) for one input size.
+
+MACs come from PyTorch's own counter (``torch.utils.flop_counter.FlopCounterMode``), which counts the
+matrix work of convolutions (grouped and depthwise included), linear layers and matmuls; MACs = FLOPs / 2.
+Element-wise work (BN, ReLU, pooling, additions) is not counted, as is usual for MACs.
+
+Parameters:
+* a plain network (no ``forward_args``): every parameter it holds;
+* a search network run on one architecture (``count_cost(search_net, shape, arch)``): the parameters
+  that architecture actually uses. When the network offers ``subnet(*forward_args)`` (both musicnas
+  spaces do: it returns the extracted sub-network, which holds copies of exactly the used weights, also
+  the used slices in channel-range mode) its parameters are counted. Otherwise every parameter the
+  forward pass reaches in the autograd graph is counted whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from musicnas.runtime import MusicnasError
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    macs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _reached_parameters(output: torch.Tensor, model: nn.Module) -> int:
+    """Parameters of ``model`` that ``output``'s autograd graph leads to (each counted whole)."""
+    by_id = {id(p): p for p in model.parameters()}
+    seen_nodes, found, stack = set(), {}, [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen_nodes:
+            continue
+        seen_nodes.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold their leaf tensor
+        if variable is not None and id(variable) in by_id:
+            found[id(variable)] = variable
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return sum(p.numel() for p in found.values())
+
+
+def count_cost(model: nn.Module, input_shape: Sequence[int], *forward_args) -> Cost:
+    """Parameters and MACs of ``model(x, *forward_args)`` for one input of ``input_shape``:
+    ``(channels, height, width)`` (batch 1) or ``(batch, channels, height, width)``.
+
+    The model runs once in eval mode on zeros (BN statistics untouched); its mode is restored."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4 or min(shape) < 1:
+        raise MusicnasError(f"input shape must be (channels, height, width), got {tuple(input_shape)}")
+    ref = next(model.parameters(), None)
+    x = torch.zeros(
+        shape, device=ref.device if ref is not None else "cpu", dtype=ref.dtype if ref is not None else None
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        subnet = getattr(model, "subnet", None) if forward_args else None
+        with torch.enable_grad(), counter:
+            out = model(x, *forward_args)
+        if not forward_args:
+            params = sum(p.numel() for p in model.parameters())
+        elif callable(subnet):
+            params = sum(p.numel() for p in subnet(*forward_args).parameters())
+        else:
+            params = _reached_parameters(out, model)
+    finally:
+        model.train(was_training)
+    return Cost(params=int(params), macs=int(counter.get_total_flops()) // 2)
