@@ -1,0 +1,233 @@
+"""Search configuration: one plain dataclass, named presets, loading from TOML/JSON, CLI overrides.
+
+Two presets (see docs/search.md):
+
+* ``reference``: the ENAS authors' published hyper-parameters (12 layers × 36 channels, batch 128,
+  310 epochs, 20 architectures per controller update, 50 updates per epoch ...). GPU-sized.
+* ``cpu`` (default): the same algorithm sized for 2 CPU cores, so a demo search over ~960 clips of
+  1×64×94 takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from musicnas.runtime import MusicnasError
+
+PRESETS = ("cpu", "reference")
+BN_MODES = ("eval", "batch")
+
+
+@dataclass
+class SearchConfig:
+    """Every hyper-parameter of an ENAS search. Defaults are the ``cpu`` preset for the macro space."""
+
+    space: str = "macro"
+    # passed to Space.from_dict (field names): the macro space takes num_layers, num_branches, whole_channels, channels
+    space_options: dict = field(
+        default_factory=lambda: {"num_layers": 6, "channels": 24, "num_branches": 6, "whole_channels": True}
+    )
+    seed: int = 0
+    data: str | None = None  # data path given to open_data (recorded so --resume can reopen it)
+    cache_dir: str = ".musicnas-cache"
+
+    epochs: int = 10
+    batch_size: int = 32
+    child_steps_per_epoch: int | None = None  # None: one pass over the train split
+    child_lr_max: float = 0.05
+    child_lr_min: float = 0.0005
+    child_lr_t0: int = 10  # epochs in the first cosine cycle
+    child_lr_t_mul: int = 2  # each cycle twice as long (restarts at 10, 30, 70, 150, 310)
+    child_momentum: float = 0.9
+    child_weight_decay: float = 5e-4  # = 2 · the reference's l2 2.5e-4 (it penalised Σw², not Σw²/2)
+    child_grad_clip: float = 5.0
+    child_dropout: float = 0.0
+
+    controller_options: dict = field(
+        default_factory=dict
+    )  # constructor kwargs (lstm_size, tanh_constant ...)
+    controller_lr: float = 1e-3
+    controller_beta1: float = 0.0
+    controller_eps: float = 1e-3
+    controller_archs_per_update: int = 8
+    controller_updates_per_epoch: int = 10
+    controller_batch_size: int | None = None  # None: batch_size
+    controller_start_epoch: int = 0  # >0: shared-weight warm-up, no policy updates before this epoch
+    controller_bn: str = "eval"  # BN of the shared net while scoring: "eval" (running stats) or "batch"
+    entropy_weight: float = 1e-4
+    baseline_decay: float = 0.99
+    skip_weight: float = 0.8
+
+    reward: str = "accuracy"
+    cost_metric: str = "macs"
+    cost_target: float | None = None
+
+    derive_samples: int = 100
+    derive_batches: int = 2
+    derive_top_k: int = 5
+    keep_seen: int = 5  # best architectures seen during search, rescored with the derived ones
+
+    checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
+    deterministic: bool = False
+    tensorboard: bool = True
+    max_steps: int | None = None  # stop (after a checkpoint) once this many child steps ran in total
+
+    def validate(self) -> SearchConfig:
+        def need(ok: bool, message: str):
+            if not ok:
+                raise MusicnasError(f"invalid search config: {message}")
+
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 2, f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
+        need(self.child_lr_max >= self.child_lr_min > 0, "need child_lr_max >= child_lr_min > 0")
+        need(
+            self.child_lr_t0 >= 1 and self.child_lr_t_mul >= 1, "child_lr_t0 and child_lr_t_mul must be >= 1"
+        )
+        need(self.controller_archs_per_update >= 1, "controller_archs_per_update must be >= 1")
+        need(self.controller_updates_per_epoch >= 0, "controller_updates_per_epoch must be >= 0")
+        need(0.0 <= self.baseline_decay < 1.0, "baseline_decay must be in [0, 1)")
+        need(self.controller_bn in BN_MODES, f"controller_bn must be one of {BN_MODES}")
+        need(
+            self.derive_samples >= 1 and self.derive_batches >= 1,
+            "derive_samples/derive_batches must be >= 1",
+        )
+        need(self.derive_top_k >= 1, "derive_top_k must be >= 1")
+        need(self.checkpoint_every_steps >= 0, "checkpoint_every_steps must be >= 0")
+        if self.child_steps_per_epoch is not None:
+            need(self.child_steps_per_epoch >= 1, "child_steps_per_epoch must be >= 1 or null")
+        from musicnas.search.rewards import make_reward
+
+        make_reward(self.reward, self.cost_metric, self.cost_target)  # raises on a bad reward/metric/target
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SearchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise MusicnasError(
+                f"unknown search config key(s): {', '.join(unknown)}; known keys are {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+def _reference_macro() -> dict:
+    return dict(
+        space_options={"num_layers": 12, "channels": 36, "num_branches": 6, "whole_channels": True},
+        epochs=310,
+        batch_size=128,
+        controller_lr=1e-3,
+        controller_archs_per_update=20,
+        controller_updates_per_epoch=50,
+        derive_samples=100,
+        derive_batches=10,
+        derive_top_k=10,
+        keep_seen=10,
+    )
+
+
+def _reference_micro() -> dict:
+    return dict(
+        space_options={"num_cells": 6, "num_nodes": 5, "channels": 20},
+        epochs=150,
+        batch_size=160,
+        controller_lr=3.5e-3,
+        controller_archs_per_update=10,
+        controller_updates_per_epoch=30,
+        derive_samples=100,
+        derive_batches=10,
+        derive_top_k=10,
+        keep_seen=10,
+    )
+
+
+def _cpu(space: str) -> dict:
+    values = dict(
+        epochs=10,
+        batch_size=32,
+        controller_archs_per_update=8,
+        controller_updates_per_epoch=10,
+        derive_samples=100,
+        derive_batches=2,
+        derive_top_k=5,
+        keep_seen=5,
+    )
+    if space == "macro":
+        values["space_options"] = {"num_layers": 6, "channels": 24, "num_branches": 6, "whole_channels": True}
+    else:
+        values["space_options"] = {}
+        values["controller_lr"] = 3.5e-3
+    return values
+
+
+def preset(name: str = "cpu", space: str = "macro") -> SearchConfig:
+    """The named preset for ``space``."""
+    if name not in PRESETS:
+        raise MusicnasError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    if name == "reference":
+        values = _reference_macro() if space == "macro" else _reference_micro()
+    else:
+        values = _cpu(space)
+    return SearchConfig(space=space, **values)
+
+
+def _toml():
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise MusicnasError(
+                "reading a TOML config needs Python 3.11+ or `pip install tomli`; or use JSON"
+            ) from None
+    return tomllib
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Reads a TOML (``.toml``) or JSON file of SearchConfig keys. A ``[search]`` table / key, when
+    present, holds them (so one TOML can configure several commands)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MusicnasError(f"config file not found: {path}")
+    try:
+        if path.suffix.lower() == ".toml":
+            values = _toml().loads(path.read_text(encoding="utf-8"))
+        else:
+            values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise MusicnasError(f"config file {path} cannot be parsed: {exc}") from exc
+    if not isinstance(values, dict):
+        raise MusicnasError(f"config file {path} must hold a table/object of search settings")
+    if isinstance(values.get("search"), dict):
+        values = values["search"]
+    return values
+
+
+def resolve_config(
+    preset_name: str = "cpu",
+    space: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> SearchConfig:
+    """Preset, then the config file, then explicit overrides (None values are ignored)."""
+    file_values = load_config_file(config_file) if config_file else {}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    space = space or overrides.get("space") or file_values.get("space") or "macro"
+    base = preset(file_values.get("preset", preset_name), space).to_dict()
+    file_values = {k: v for k, v in file_values.items() if k != "preset"}
+    for values in (file_values, overrides):
+        for key, value in values.items():
+            if key in ("space_options", "controller_options") and isinstance(value, dict):
+                base[key] = {**base[key], **value}
+            else:
+                base[key] = value
+    base["space"] = space
+    return SearchConfig.from_dict(base).validate()

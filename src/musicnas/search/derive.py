@@ -1,0 +1,127 @@
+"""Deriving the final architecture from a trained controller (enas-reference.md §3, last point).
+
+Sample N architectures from the controller, score each unique one on the same fixed validation batches
+with the shared weights, keep the top k; rescore the best architectures seen during the search on the
+same batches (their search-time scores came from single batches and older shared weights, so they are
+not comparable as they are); write ``arch.json`` (the best) and ``candidates.json`` (best first).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from musicnas.utils.io import atomic_write_json
+from musicnas.utils.logging import progress
+
+log = logging.getLogger(__name__)
+
+
+def score_batches(search) -> list:
+    """The fixed validation batches every candidate is scored on (same for all, from the run's seed)."""
+    from musicnas.search.enas import SCORE_ORDER
+
+    chosen = search.val_batches(0, stream=SCORE_ORDER)[: search.config.derive_batches]
+    return [search._batch(indices) for indices in chosen]
+
+
+def score_arch(search, arch, batches) -> tuple[float, float]:
+    """(score, accuracy): accuracy over ``batches`` (clip-weighted) and the run's reward of it."""
+    correct = total = 0
+    for x, y in batches:
+        acc = search.accuracy(arch, x, y)
+        correct += acc * len(y)
+        total += len(y)
+    accuracy = correct / max(total, 1)
+    return search.reward(accuracy, arch), accuracy
+
+
+def derive(search) -> tuple[list[dict], dict]:
+    """Candidates (best first) and a summary of how they were found."""
+    cfg = search.config
+    batches = score_batches(search)
+    sampled = {}
+    with torch.no_grad():
+        for _ in range(cfg.derive_samples):
+            arch = search.controller.sample().arch
+            sampled.setdefault(arch.key(), arch)
+    scored: dict[str, dict] = {}
+    for key, arch in progress(list(sampled.items()), desc="derive", unit="arch"):
+        score, acc = score_arch(search, arch, batches)
+        scored[key] = {"arch": arch, "score": score, "accuracy": acc, "source": "derived"}
+    # stable sort: equal scores keep sampling order, so the result is repeatable
+    derived = sorted(scored.values(), key=lambda c: -c["score"])[: cfg.derive_top_k]
+
+    seen_ranked = sorted(
+        search.state.seen.items(),
+        key=lambda kv: (-kv[1]["sum"] / max(kv[1]["count"], 1), -kv[1]["count"], kv[0]),
+    )[: cfg.keep_seen]
+    candidates = {c["arch"].key(): c for c in derived}
+    arch_cls = search.space_module.Arch
+    for key, entry in seen_ranked:
+        if key in candidates:
+            continue
+        arch = arch_cls.from_flat(entry["flat"], search.space)
+        score, acc = score_arch(search, arch, batches)
+        candidates[key] = {
+            "arch": arch,
+            "score": score,
+            "accuracy": acc,
+            "source": "seen",
+            "search_accuracy": entry["sum"] / max(entry["count"], 1),
+            "search_evaluations": entry["count"],
+        }
+    ranked = sorted(candidates.values(), key=lambda c: -c["score"])
+    info = {
+        "samples": cfg.derive_samples,
+        "unique": len(sampled),
+        "batches": len(batches),
+        "clips": int(sum(len(y) for _, y in batches)),
+        "bn": cfg.controller_bn,
+        "reward": search.reward_fn.describe(),
+        "most_likely": search.controller.most_likely().to_json(),
+        "sampled_accuracy_mean": float(np.mean([c["accuracy"] for c in scored.values()])),
+    }
+    return ranked, info
+
+
+def _cost_dict(search, arch) -> dict | None:
+    cost = search.cost(arch)
+    return {"params": int(cost.params), "macs": int(cost.macs)}
+
+
+def derive_and_write(search) -> dict:
+    """Derives, writes ``arch.json`` and ``candidates.json`` into the run directory, returns a summary."""
+    ranked, info = derive(search)
+    entries = []
+    for cand in ranked:
+        entry = {
+            "arch": cand["arch"].to_json(),
+            "score": cand["score"],
+            "accuracy": cand["accuracy"],
+            "source": cand["source"],
+            "cost": _cost_dict(search, cand["arch"]),
+        }
+        for extra in ("search_accuracy", "search_evaluations"):
+            if extra in cand:
+                entry[extra] = cand[extra]
+        entries.append(entry)
+    best = ranked[0]
+    atomic_write_json(search.out / "candidates.json", {"candidates": entries, "derive": info})
+    atomic_write_json(search.out / "arch.json", best["arch"].to_json())
+    log.info(
+        "derived %d unique of %d sampled architectures; best %s score %.4f (accuracy %.4f on %d val clips)",
+        info["unique"], info["samples"], best["source"], best["score"], best["accuracy"], info["clips"],
+    )  # fmt: skip
+    log.info("chosen architecture:\n%s", best["arch"])
+    return {
+        "arch": best["arch"].to_json(),
+        "arch_str": str(best["arch"]),
+        "score": best["score"],
+        "accuracy": best["accuracy"],
+        "cost": entries[0]["cost"],
+        "candidates": len(entries),
+        "derive": info,
+    }

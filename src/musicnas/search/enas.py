@@ -1,0 +1,721 @@
+"""The alternating ENAS search loop (enas-reference.md §3), its run directory and checkpoint/resume.
+
+Each epoch: (1) train the shared weights for one epoch, one architecture sampled from the controller per
+minibatch; (2) train the controller with REINFORCE on validation minibatches, shared weights frozen.
+At the end, architectures are derived from the trained controller (``search/derive.py``).
+
+Everything random is drawn from explicit generators made from the run's seed: the controller's own
+``torch.Generator``, and per-epoch data orders derived from ``(seed, stream, epoch)``, so a checkpoint
+only needs the position (epoch, step) and the generator states to continue bit-for-bit.
+The loop is space-agnostic: it talks to the space through ``musicnas.spaces.get_space_module`` and to
+the controller through the :class:`~musicnas.search.controller.Controller` contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musicnas import runtime as runtime_mod
+from musicnas.runtime import MusicnasError, Runtime
+from musicnas.search.config import SearchConfig
+from musicnas.search.controller import Controller, make_controller
+from musicnas.search.rewards import make_reward
+from musicnas.utils.io import atomic_write_json, load_checkpoint, read_json, save_checkpoint
+from musicnas.utils.logging import progress
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "musicnas-search-checkpoint"
+CONFIG_FORMAT = "musicnas-search-config"
+FORMAT_VERSION = 1
+METRIC_FILES = ("metrics_steps.jsonl", "metrics_epochs.jsonl", "controller_probs.jsonl")
+# config keys that may change when a run is resumed (they do not change what has been computed so far)
+RESUMABLE_OVERRIDES = ("epochs", "max_steps", "checkpoint_every_steps", "tensorboard", "data", "cache_dir")
+
+# streams of the per-epoch data orders: np.random.default_rng([seed, stream, epoch])
+TRAIN_ORDER, VAL_ORDER, SCORE_ORDER = 1, 2, 3
+
+StepCallback = Callable[[dict], None]
+
+
+@dataclass
+class LoopState:
+    """Where the loop is, plus everything it accumulates that is not inside a module or optimiser."""
+
+    epoch: int = 0  # epoch in progress
+    child_step: int = 0  # next child step to run in `epoch`
+    global_step: int = 0  # child steps + controller updates so far (TensorBoard x-axis)
+    child_steps_total: int = 0
+    baseline: float | None = None
+    child_loss_sum: float = 0.0
+    child_acc_sum: float = 0.0
+    child_count: int = 0
+    seen: dict = field(default_factory=dict)  # arch key -> {"flat": [...], "sum": acc sum, "count": n}
+    elapsed: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
+    """Splits an index order into minibatches; a set smaller than one batch is one batch."""
+    if len(order) <= batch_size:
+        return [order] if len(order) else []
+    n = len(order) // batch_size if drop_last else math.ceil(len(order) / batch_size)
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(n)]
+
+
+def epoch_order(indices: np.ndarray, seed: int, stream: int, epoch: int) -> np.ndarray:
+    """A permutation of ``indices`` that depends only on (seed, stream, epoch)."""
+    rng = np.random.default_rng([int(seed), int(stream), int(epoch)])
+    return indices[rng.permutation(len(indices))]
+
+
+@contextlib.contextmanager
+def scoring_mode(model: torch.nn.Module, bn: str):
+    """Shared network set up for scoring architectures without changing it.
+
+    ``eval``: batch norm uses its running statistics (the reference scored with ``is_training=False``).
+    ``batch``: batch norm normalises with the batch's own statistics, running statistics untouched
+    (momentum 0 while scoring)."""
+    was_training = model.training
+    saved: list[tuple[torch.nn.Module, Any]] = []
+    if bn == "eval":
+        model.eval()
+    else:
+        model.eval()
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                saved.append((m, m.momentum))
+                m.train()
+                m.momentum = 0.0
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was_training)
+
+
+def reinforce_update(
+    controller: Controller,
+    optimizer: torch.optim.Optimizer | None,
+    evaluate: Callable[[Any], tuple[float, float]],
+    baseline: float | None,
+    archs: int,
+    entropy_weight: float = 1e-4,
+    skip_weight: float = 0.8,
+    baseline_decay: float = 0.99,
+) -> tuple[float, dict]:
+    """One controller update (REINFORCE with an EMA baseline, enas-reference.md §3).
+
+    Samples ``archs`` architectures; ``evaluate(arch) -> (reward, accuracy)``. Each gets
+    ``reward + entropy_weight · entropy``; the baseline moves towards it (decay ``baseline_decay``) before
+    its advantage is taken, as in the reference; the loss ``−log π(a) · (R − b) + skip_weight · KL`` is
+    averaged over the architectures. ``optimizer=None`` only evaluates (no gradient step).
+    Returns the new baseline and per-architecture statistics."""
+    if optimizer is not None:
+        optimizer.zero_grad(set_to_none=True)
+    stats = {"loss": 0.0, "accs": [], "rewards": [], "entropies": [], "skip_rates": []}
+    for _ in range(archs):
+        sample = controller.sample()
+        reward, acc = evaluate(sample.arch)
+        entropy = float(sample.entropy.detach())
+        # The reference's entropy bonus is a one-sample estimate (-log p · p per decision); we add the
+        # exact entropy of every decision's distribution, detached, as a reward bonus like it.
+        reward = float(reward) + entropy_weight * entropy
+        # The reference starts the baseline at 0, which makes every early advantage positive (it
+        # reinforces whatever is sampled first); we start it at the first reward.
+        baseline = reward if baseline is None else baseline
+        baseline = baseline_decay * baseline + (1.0 - baseline_decay) * reward
+        if optimizer is not None:
+            loss = -sample.log_prob * (reward - baseline) + skip_weight * sample.skip_penalty
+            (loss / archs).backward()  # gradients of the sampled architectures are averaged
+            stats["loss"] += float(loss.detach()) / archs
+        stats["accs"].append(float(acc))
+        stats["rewards"].append(reward)
+        stats["entropies"].append(entropy)
+        if "skip_rate" in sample.stats:
+            stats["skip_rates"].append(float(sample.stats["skip_rate"]))
+    if optimizer is not None:
+        optimizer.step()
+    return baseline, stats
+
+
+class SearchRun:
+    """One ENAS search in one run directory. Use :func:`run_search`."""
+
+    def __init__(
+        self,
+        config: SearchConfig,
+        data,
+        out_dir: str | os.PathLike,
+        rt: Runtime,
+        callback: StepCallback | None = None,
+    ):
+        self.config = config.validate()
+        self.data = data
+        self.out = Path(out_dir)
+        self.rt = rt
+        self.callback = callback
+        self.space_module = _space_module(config.space)
+        try:
+            self.space = self.space_module.Space.from_dict({"type": config.space, **config.space_options})
+        except TypeError as exc:
+            raise MusicnasError(
+                f"space_options {config.space_options} do not fit the {config.space} space: {exc}"
+            ) from exc
+        self.input_shape = tuple(int(v) for v in data.input_shape)
+        self.num_classes = int(data.num_classes)
+        self.model = rt.prepare_model(
+            self.space_module.SearchNet(
+                self.space,
+                in_channels=self.input_shape[0],
+                num_classes=self.num_classes,
+                dropout=config.child_dropout,
+            )
+        )
+        self.controller: Controller = make_controller(
+            self.space, seed=_derived_seed(config.seed, "controller"), **config.controller_options
+        )
+        self.child_opt = torch.optim.SGD(
+            self.model.parameters(),
+            lr=config.child_lr_max,
+            momentum=config.child_momentum,
+            nesterov=True,
+            weight_decay=config.child_weight_decay,
+        )
+        # stepped once per epoch: the reference's cosine is a function of the epoch counter
+        self.child_sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            self.child_opt, T_0=config.child_lr_t0, T_mult=config.child_lr_t_mul, eta_min=config.child_lr_min
+        )
+        self.controller_opt = torch.optim.Adam(
+            self.controller.parameters(),
+            lr=config.controller_lr,
+            betas=(config.controller_beta1, 0.999),
+            eps=config.controller_eps,
+        )
+        self.reward_fn = make_reward(config.reward, config.cost_metric, config.cost_target)
+        self.cost_cache: dict[str, Any] = {}
+        self.state = LoopState()
+        self.train_idx = np.asarray(data.split_indices("train"), dtype=np.int64)
+        self.val_idx = np.asarray(data.split_indices("val"), dtype=np.int64)
+        if len(self.train_idx) < 2:
+            raise MusicnasError(
+                "the data has fewer than 2 training clips; add audio or lower the val/test fractions"
+            )
+        if len(self.val_idx) < 1:
+            raise MusicnasError(
+                "the data has no validation clips; the controller is rewarded on the val split"
+            )
+        self.val_batch_size = config.controller_batch_size or config.batch_size
+        self.writer = None
+
+    # ---------------------------------------------------------------------------------------------
+    # run directory
+    def config_record(self) -> dict:
+        data = self.data
+        return {
+            "format": CONFIG_FORMAT,
+            "version": FORMAT_VERSION,
+            "search": self.config.to_dict(),
+            "space": self.space.to_dict(),
+            "data": {
+                "path": self.config.data,
+                "cache": str(getattr(data, "root", "")),
+                "classes": list(getattr(data, "classes", [])),
+                "input_shape": list(self.input_shape),
+                "train_clips": int(len(self.train_idx)),
+                "val_clips": int(len(self.val_idx)),
+            },
+            "runtime": self.rt.describe(),
+        }
+
+    def _append(self, name: str, row: dict) -> None:
+        with open(self.out / name, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def _file_sizes(self) -> dict:
+        return {
+            name: (self.out / name).stat().st_size if (self.out / name).exists() else 0
+            for name in METRIC_FILES
+        }
+
+    def _truncate_metrics(self, sizes: dict) -> None:
+        """Drops rows written after the checkpoint, so a resumed run never duplicates a row."""
+        for name in METRIC_FILES:
+            path = self.out / name
+            size = int(sizes.get(name, 0))
+            if path.exists() and path.stat().st_size > size:
+                with open(path, "r+b") as fh:
+                    fh.truncate(size)
+            elif not path.exists() and size:
+                raise MusicnasError(
+                    f"{path} is missing but the checkpoint expects {size} bytes of it; start a new run"
+                )
+
+    def _open_writer(self, purge_step: int | None) -> None:
+        if not self.config.tensorboard:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events logged after the checkpoint by a killed run
+        self.writer = SummaryWriter(log_dir=str(self.out / "tb"), purge_step=purge_step)
+
+    def _scalars(self, prefix: str, row: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if (
+                key not in ("epoch", "step", "phase")
+                and isinstance(value, (int, float))
+                and value is not None
+            ):
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    # ---------------------------------------------------------------------------------------------
+    # checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    def save(self) -> None:
+        for name in METRIC_FILES:  # rows are flushed per write; the sizes mark the checkpoint's position
+            (self.out / name).touch()
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": FORMAT_VERSION,
+            "loop": self.state.to_dict(),
+            "model": self.model.state_dict(),
+            "child_optimizer": self.child_opt.state_dict(),
+            "child_scheduler": self.child_sched.state_dict(),
+            "controller": self.controller.state_dict(),
+            "controller_optimizer": self.controller_opt.state_dict(),
+            "controller_generator": self.controller.generator_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "metric_sizes": self._file_sizes(),
+        }
+        if self.writer is not None:
+            self.writer.flush()
+        save_checkpoint(self.checkpoint_path, state)  # atomic: a crash keeps the previous good one
+
+    def load(self) -> None:
+        state = load_checkpoint(self.checkpoint_path)
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != FORMAT_VERSION:
+            raise MusicnasError(
+                f"{self.checkpoint_path} is not a musicnas search checkpoint (format {state.get('format')!r}, "
+                f"version {state.get('version')!r}); start a new run with another --out"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.child_opt.load_state_dict(state["child_optimizer"])
+            self.child_sched.load_state_dict(state["child_scheduler"])
+            self.controller.load_state_dict(state["controller"])
+            self.controller_opt.load_state_dict(state["controller_optimizer"])
+            self.controller.set_generator_state(state["controller_generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            self.state = LoopState(**state["loop"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise MusicnasError(
+                f"checkpoint {self.checkpoint_path} does not match this search's space/config ({exc}); "
+                "resume with the run's own config.json or start a new run"
+            ) from exc
+        self._truncate_metrics(state.get("metric_sizes", {}))
+
+    # ---------------------------------------------------------------------------------------------
+    # pieces of the loop
+    def _batch(self, indices: np.ndarray):
+        x, y = self.data.get_batch(indices)
+        return self.rt.to_device(x), y.to(self.rt.device)
+
+    def child_batches(self, epoch: int) -> list[np.ndarray]:
+        order = epoch_order(self.train_idx, self.config.seed, TRAIN_ORDER, epoch)
+        # whole batches only: batch norm in train mode needs > 1 sample, and a ragged last batch would
+        # weigh a few clips more; the order changes every epoch, so every clip is still used
+        out = batches(order, self.config.batch_size, drop_last=True)
+        if self.config.child_steps_per_epoch:
+            out = [out[i % len(out)] for i in range(self.config.child_steps_per_epoch)]
+        return out
+
+    def val_batches(self, epoch: int, stream: int = VAL_ORDER) -> list[np.ndarray]:
+        order = epoch_order(self.val_idx, self.config.seed, stream, epoch)
+        return batches(order, self.val_batch_size, drop_last=False)
+
+    def accuracy(self, arch, x: torch.Tensor, y: torch.Tensor) -> float:
+        with scoring_mode(self.model, self.config.controller_bn), self.rt.autocast():
+            logits = self.model(x, arch)
+        return float((logits.argmax(dim=1) == y).float().mean())
+
+    def cost(self, arch):
+        """The cost of the network ``musicnas train`` would build for ``arch`` (cached per key)."""
+        key = arch.key()
+        if key not in self.cost_cache:
+            from musicnas.spaces.cost import count_cost
+
+            net = self.space_module.FixedNet(
+                arch, in_channels=self.input_shape[0], num_classes=self.num_classes
+            )
+            net.eval()
+            self.cost_cache[key] = count_cost(net, self.input_shape)
+        return self.cost_cache[key]
+
+    def reward(self, accuracy: float, arch) -> float:
+        cost = self.cost(arch) if self.reward_fn.needs_cost else None
+        return float(self.reward_fn(accuracy, arch, cost))
+
+    def child_step(self, epoch: int, step: int, indices: np.ndarray, bar) -> None:
+        cfg = self.config
+        with torch.no_grad():
+            sample = self.controller.sample()
+        x, y = self._batch(indices)
+        self.model.train()
+        self.child_opt.zero_grad(set_to_none=True)
+        with self.rt.autocast():
+            logits = self.model(x, sample.arch)
+            loss = F.cross_entropy(logits.float(), y)
+        loss.backward()
+        # The reference's clipping was a no-op (its clipped gradients were never applied); we clip at
+        # 5 on purpose: one bad sampled architecture must not blow up the shared weights.
+        if cfg.child_grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.child_grad_clip)
+        self.child_opt.step()
+        acc = float((logits.detach().argmax(dim=1) == y).float().mean())
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise MusicnasError(
+                f"child loss became {loss_value} at epoch {epoch} step {step}; lower --config child_lr_max "
+                "or check the input features"
+            )
+        st = self.state
+        st.child_loss_sum += loss_value
+        st.child_acc_sum += acc
+        st.child_count += 1
+        st.child_step = step + 1
+        st.child_steps_total += 1
+        st.global_step += 1
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "phase": "child",
+            "loss": loss_value,
+            "acc": acc,
+            "entropy": float(sample.entropy),
+            "lr": self.child_opt.param_groups[0]["lr"],
+            "time": self._now(),
+        }
+        if "skip_rate" in sample.stats:
+            row["skip_rate"] = sample.stats["skip_rate"]
+        self._append("metrics_steps.jsonl", row)
+        self._scalars("child", row, st.global_step)
+        bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{acc:.2f}", refresh=False)
+        bar.update(1)
+
+    def controller_phase(self, epoch: int, bar) -> dict:
+        """REINFORCE updates on validation minibatches; returns the phase's means for the epoch row."""
+        cfg = self.config
+        val = self.val_batches(epoch)
+        learn = epoch >= cfg.controller_start_epoch
+        updates = cfg.controller_updates_per_epoch if learn else 1  # warm-up: one pass, for the metrics
+        accs, rewards, entropies, skip_rates = [], [], [], []
+        self.controller.train()
+        position = 0
+
+        def evaluate(arch) -> tuple[float, float]:
+            nonlocal position
+            x, y = self._batch(val[position % len(val)])  # every sampled architecture gets its own batch
+            position += 1
+            acc = self.accuracy(arch, x, y)
+            self._remember(arch, acc)
+            return self.reward(acc, arch), acc
+
+        for update in range(updates):
+            self.state.baseline, stats = reinforce_update(
+                self.controller,
+                self.controller_opt if learn else None,
+                evaluate,
+                self.state.baseline,
+                archs=cfg.controller_archs_per_update,
+                entropy_weight=cfg.entropy_weight,
+                skip_weight=cfg.skip_weight,
+                baseline_decay=cfg.baseline_decay,
+            )
+            u_loss, u_acc, u_reward, u_entropy, u_skip = (
+                stats["loss"], stats["accs"], stats["rewards"], stats["entropies"], stats["skip_rates"],
+            )  # fmt: skip
+            self.state.global_step += 1
+            row = {
+                "epoch": epoch,
+                "step": update,
+                "phase": "controller",
+                "loss": u_loss,
+                "acc": float(np.mean(u_acc)),
+                "reward": float(np.mean(u_reward)),
+                "baseline": self.state.baseline,
+                "entropy": float(np.mean(u_entropy)),
+                "lr": self.controller_opt.param_groups[0]["lr"] if learn else 0.0,
+                "time": self._now(),
+            }
+            if u_skip:
+                row["skip_rate"] = float(np.mean(u_skip))
+            self._append("metrics_steps.jsonl", row)
+            self._scalars("controller", row, self.state.global_step)
+            accs += u_acc
+            rewards += u_reward
+            entropies += u_entropy
+            skip_rates += u_skip
+            bar.set_postfix(reward=f"{row['reward']:.3f}", baseline=f"{row['baseline']:.3f}", refresh=False)
+            bar.update(1)
+            if self.callback is not None:
+                self.callback(
+                    {
+                        "epoch": epoch,
+                        "step": update,
+                        "phase": "controller",
+                        "global_step": self.state.global_step,
+                    }
+                )
+        return {
+            "val_acc": float(np.mean(accs)),
+            "reward": float(np.mean(rewards)),
+            "baseline": self.state.baseline,
+            "entropy": float(np.mean(entropies)),
+            "skip_rate": float(np.mean(skip_rates)) if skip_rates else None,
+            "controller_lr": self.controller_opt.param_groups[0]["lr"] if learn else 0.0,
+        }
+
+    def _remember(self, arch, acc: float) -> None:
+        entry = self.state.seen.setdefault(arch.key(), {"flat": list(arch.to_flat()), "sum": 0.0, "count": 0})
+        entry["sum"] += acc
+        entry["count"] += 1
+
+    def _now(self) -> float:
+        return round(time.perf_counter() - self._t0, 3)
+
+    # ---------------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict:
+        cfg = self.config
+        if cfg.deterministic:
+            runtime_mod.set_deterministic(True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load()
+            log.info(
+                "resuming %s at epoch %d step %d (%d child steps done)",
+                self.out, self.state.epoch, self.state.child_step, self.state.child_steps_total,
+            )  # fmt: skip
+        else:
+            if self.checkpoint_path.exists():
+                raise MusicnasError(
+                    f"{self.out} already holds a search (checkpoints/last.pt); continue it with --resume {self.out} "
+                    "or choose another --out"
+                )
+            torch.manual_seed(_derived_seed(cfg.seed, "torch"))  # dropout etc.; its state is checkpointed
+            for name in METRIC_FILES:
+                (self.out / name).write_text("")
+            atomic_write_json(self.out / "config.json", self.config_record())
+        self._open_writer(self.state.global_step if resume else None)
+        self._t0 = time.perf_counter() - self.state.elapsed
+        stopped = False
+        epoch_bar = progress(
+            total=cfg.epochs, initial=self.state.epoch, desc="search", unit="epoch", leave=True
+        )
+        try:
+            while self.state.epoch < cfg.epochs:
+                stopped = self.run_epoch(self.state.epoch)
+                epoch_bar.update(0 if stopped else 1)
+                if stopped:
+                    break
+        finally:
+            epoch_bar.close()
+        if stopped:
+            self._close_writer()
+            return {"run_dir": str(self.out), "stopped": True, "epoch": self.state.epoch,
+                    "child_steps": self.state.child_steps_total}  # fmt: skip
+        from musicnas.search.derive import derive_and_write
+
+        result = derive_and_write(self)
+        self._close_writer()
+        result.update(
+            {"run_dir": str(self.out), "stopped": False, "epochs": cfg.epochs, "elapsed": self._now()}
+        )
+        return result
+
+    def _close_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def run_epoch(self, epoch: int) -> bool:
+        """Runs (the rest of) one epoch; True when stopped early by ``max_steps``."""
+        cfg = self.config
+        st = self.state
+        t_epoch = time.perf_counter()
+        child = self.child_batches(epoch)
+        total = len(child) + (cfg.controller_updates_per_epoch if epoch >= cfg.controller_start_epoch else 1)
+        bar = progress(
+            total=total, initial=st.child_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step"
+        )
+        try:
+            lr = self.child_opt.param_groups[0]["lr"]
+            for step in range(st.child_step, len(child)):
+                self.child_step(epoch, step, child[step], bar)
+                last = step + 1 == len(child)
+                if cfg.max_steps is not None and st.child_steps_total >= cfg.max_steps:
+                    self._checkpoint()
+                    return True
+                if (
+                    cfg.checkpoint_every_steps
+                    and st.child_steps_total % cfg.checkpoint_every_steps == 0
+                    and not last
+                ):
+                    self._checkpoint()
+                if self.callback is not None:
+                    self.callback(
+                        {"epoch": epoch, "step": step, "phase": "child", "global_step": st.global_step}
+                    )
+            summary = self.controller_phase(epoch, bar)
+        finally:
+            bar.close()
+        row = {
+            "epoch": epoch,
+            "child_loss": st.child_loss_sum / max(st.child_count, 1),
+            "child_acc": st.child_acc_sum / max(st.child_count, 1),
+            "val_acc": summary["val_acc"],
+            "reward": summary["reward"],
+            "baseline": summary["baseline"],
+            "entropy": summary["entropy"],
+            "skip_rate": summary["skip_rate"],
+            "lr": lr,
+            "controller_lr": summary["controller_lr"],
+            "time": round(time.perf_counter() - t_epoch, 3),
+            "elapsed": self._now(),
+        }
+        if row["skip_rate"] is None:
+            del row["skip_rate"]
+        self._append("metrics_epochs.jsonl", row)
+        self._scalars("epoch", row, st.global_step)
+        self._append("controller_probs.jsonl", {"epoch": epoch, **self.controller.decision_probs()})
+        log.info(_epoch_line(row, cfg.epochs))
+        log.debug("most likely architecture after epoch %d:\n%s", epoch + 1, self.controller.most_likely())
+        self.child_sched.step()
+        st.epoch = epoch + 1
+        st.child_step = 0
+        st.child_loss_sum = st.child_acc_sum = 0.0
+        st.child_count = 0
+        self._checkpoint()
+        if self.callback is not None:
+            self.callback({"epoch": epoch, "phase": "epoch_end", "global_step": st.global_step})
+        return False
+
+    def _checkpoint(self) -> None:
+        self.state.elapsed = self._now()
+        self.save()
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    skip = f" skip {row['skip_rate']:.2f}" if "skip_rate" in row else ""
+    return (
+        f"epoch {row['epoch'] + 1}/{epochs}: child loss {row['child_loss']:.3f} acc {row['child_acc']:.3f} | "
+        f"val acc {row['val_acc']:.3f} reward {row['reward']:.3f} baseline {row['baseline']:.3f} "
+        f"entropy {row['entropy']:.2f}{skip} | lr {row['lr']:.4f} | {row['time']:.1f}s"
+    )
+
+
+def _derived_seed(seed: int, purpose: str) -> int:
+    """Independent seeds for the run's generators, all from the one run seed."""
+    streams = {"controller": 11, "torch": 12}
+    return int(np.random.default_rng([int(seed), streams[purpose]]).integers(0, 2**31 - 1))
+
+
+def _space_module(name: str):
+    from musicnas.spaces import get_space_module
+
+    return get_space_module(name)
+
+
+def load_run_config(run_dir: str | os.PathLike) -> SearchConfig:
+    """The SearchConfig recorded in ``RUN/config.json``."""
+    record = read_json(Path(run_dir) / "config.json", "search run config")
+    if not isinstance(record, dict) or record.get("format") != CONFIG_FORMAT:
+        raise MusicnasError(
+            f"{run_dir}/config.json is not a musicnas search config; is {run_dir} a search run?"
+        )
+    return SearchConfig.from_dict(record["search"])
+
+
+def run_search(
+    config: SearchConfig | None,
+    data,
+    out_dir: str | os.PathLike,
+    rt: Runtime | None = None,
+    resume: bool = False,
+    callback: StepCallback | None = None,
+) -> dict:
+    """Runs (or resumes) an ENAS search into ``out_dir`` and returns a result dict
+    (``arch`` JSON, ``score``, ``candidates``, ``run_dir``, ``elapsed``; ``stopped`` when ``max_steps``
+    cut it short).
+
+    ``data`` is a FeatureCache or None (then ``config.data`` is opened). With ``resume=True`` the run's own
+    ``config.json`` is used; ``config`` may only change the keys in ``RESUMABLE_OVERRIDES``.
+    ``callback(info)`` is called after every child step and epoch (tests use it to simulate a kill)."""
+    rt = rt or runtime_mod.setup("auto")
+    out_dir = Path(out_dir)
+    if resume:
+        if not (out_dir / "checkpoints" / "last.pt").exists():
+            raise MusicnasError(f"nothing to resume: {out_dir}/checkpoints/last.pt does not exist")
+        saved = load_run_config(out_dir)
+        if config is not None:
+            differing = [
+                k
+                for k, v in config.to_dict().items()
+                if k not in RESUMABLE_OVERRIDES and saved.to_dict()[k] != v
+            ]
+            if differing:
+                raise MusicnasError(
+                    f"cannot resume {out_dir} with different settings for: {', '.join(differing)} "
+                    f"(only {', '.join(RESUMABLE_OVERRIDES)} may change); drop those options"
+                )
+            values = saved.to_dict()
+            values.update({k: getattr(config, k) for k in RESUMABLE_OVERRIDES})
+            saved = SearchConfig.from_dict(values)
+        config = saved
+    if config is None:
+        raise MusicnasError("run_search needs a config (or resume=True with an existing run)")
+    if data is None:
+        if not config.data:
+            raise MusicnasError("no data given: pass --data PATH")
+        from musicnas.data.cache import open_data
+
+        data = open_data(config.data, config.cache_dir, seed=config.seed)
+    search = SearchRun(config, data, out_dir, rt, callback=callback)
+    if resume:
+        _check_same_data(out_dir, search)
+    return search.run(resume=resume)
+
+
+def _check_same_data(out_dir: Path, search: SearchRun) -> None:
+    record = read_json(out_dir / "config.json", "search run config")
+    now = search.config_record()["data"]
+    for key in ("classes", "input_shape", "train_clips", "val_clips"):
+        if record.get("data", {}).get(key) != now[key]:
+            raise MusicnasError(
+                f"the data differs from the run's ({key}: {record.get('data', {}).get(key)} vs {now[key]}); "
+                "resume with the same --data and cache"
+            )
