@@ -143,7 +143,7 @@ class MacroSpace:
         if foreign:
             flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
             raise MusicnasError(
-                f"{flags} do(es) not apply to the macro space (it takes --layers, --channels, --branches, "
+                f"{flags} {'does' if len(foreign) == 1 else 'do'} not apply to the macro space (it takes --layers, --channels, --branches, "
                 "--whole-channels/--channel-ranges); drop them or choose --space micro"
             )
         return cls(**{mapping[k]: v for k, v in options.items() if k in mapping and v is not None})
