@@ -172,7 +172,7 @@ def test_from_options_and_registry():
     assert MicroSpace.from_options() == MicroSpace()
     with pytest.raises(MusicnasError, match="--layers, --branches only apply to the macro space"):
         MicroSpace.from_options(cells=2, layers=12, branches=6)
-    with pytest.raises(MusicnasError, match="--whole-channels"):
+    with pytest.raises(MusicnasError, match="--whole-channels only applies"):
         MicroSpace.from_options(whole_channels=True)
 
 

@@ -108,7 +108,8 @@ class MicroSpace:
         ]
         if wrong:
             raise MusicnasError(
-                f"{', '.join(wrong)} only apply to the macro space; the micro space takes --cells, --nodes "
+                f"{', '.join(wrong)} only {'applies' if len(wrong) == 1 else 'apply'} to the macro space; the micro "
+                "space takes --cells, --nodes "
                 "and --channels"
             )
         defaults = cls()

@@ -158,6 +158,12 @@ class MicroSearchNet(nn.Module):
                 f"{self.space.num_nodes}; sample architectures from the network's own space"
             )
 
+    def subnet(self, arch: MicroArch) -> nn.Module:
+        """The extracted sub-network of ``arch`` (``count_cost`` counts its parameters)."""
+        from musicnas.spaces.micro.extract import extract_subnet  # extract.py imports this module
+
+        return extract_subnet(self, arch)
+
     def forward(self, x: torch.Tensor, arch: MicroArch) -> torch.Tensor:
         self.check_arch(arch)
         s0 = s1 = self.stem(x)
