@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from tqdm.auto import tqdm
 
@@ -12,7 +13,8 @@ class TqdmHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record))
+            # stderr, like the progress bars: stdout stays clean for --json output and pipes
+            tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
 
