@@ -181,17 +181,21 @@ class SearchRun:
             ) from exc
         self.input_shape = tuple(int(v) for v in data.input_shape)
         self.num_classes = int(data.num_classes)
-        self.model = rt.prepare_model(
-            self.space_module.SearchNet(
-                self.space,
-                in_channels=self.input_shape[0],
-                num_classes=self.num_classes,
-                dropout=config.child_dropout,
+        # Initial weights come from the global torch generator inside the modules' constructors: seed it
+        # from the run's seed in a forked RNG scope, so the init is repeatable and global state untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_derived_seed(config.seed, "init"))
+            self.model = rt.prepare_model(
+                self.space_module.SearchNet(
+                    self.space,
+                    in_channels=self.input_shape[0],
+                    num_classes=self.num_classes,
+                    dropout=config.child_dropout,
+                )
             )
-        )
-        self.controller: Controller = make_controller(
-            self.space, seed=_derived_seed(config.seed, "controller"), **config.controller_options
-        )
+            self.controller: Controller = make_controller(
+                self.space, seed=_derived_seed(config.seed, "controller"), **config.controller_options
+            )
         self.child_opt = torch.optim.SGD(
             self.model.parameters(),
             lr=config.child_lr_max,
@@ -640,7 +644,7 @@ def _epoch_line(row: dict, epochs: int) -> str:
 
 def _derived_seed(seed: int, purpose: str) -> int:
     """Independent seeds for the run's generators, all from the one run seed."""
-    streams = {"controller": 11, "torch": 12}
+    streams = {"controller": 11, "torch": 12, "init": 13}
     return int(np.random.default_rng([int(seed), streams[purpose]]).integers(0, 2**31 - 1))
 
 

@@ -1,0 +1,250 @@
+"""The ENAS loop: run directory, kill-and-resume equals an uninterrupted run, checkpoint safety, config."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from musicnas import runtime
+from musicnas.runtime import MusicnasError
+from musicnas.search.config import SearchConfig, load_config_file, preset, resolve_config
+from musicnas.search.enas import run_search
+from musicnas.utils.io import load_checkpoint
+
+TIME_KEYS = ("time", "elapsed")
+torch.set_num_threads(1)
+
+
+class TinyData:
+    """In-memory stand-in for FeatureCache (same methods the loop uses): 3 classes that differ by
+    which frequency band is bright, 1x12x10 inputs, so a search takes a second."""
+
+    def __init__(self, n: int = 60, classes: int = 3, shape=(1, 12, 10), seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.classes = [f"class{i}" for i in range(classes)]
+        self.num_classes = classes
+        self.input_shape = shape
+        self.labels = np.arange(n) % classes
+        x = rng.standard_normal((n, *shape)).astype(np.float32)
+        band = shape[1] // classes
+        for i, c in enumerate(self.labels):
+            x[i, :, c * band : (c + 1) * band] += 1.5
+        self.x = x
+        self.splits = np.where(np.arange(n) % 4 == 3, "val", "train")
+        self.root = "memory"
+
+    def split_indices(self, split):
+        return np.nonzero(self.splits == split)[0].astype(np.int64)
+
+    def get_batch(self, indices, normalize=True):
+        idx = np.asarray(indices)
+        return torch.from_numpy(self.x[idx]), torch.from_numpy(self.labels[idx].astype(np.int64))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return TinyData()
+
+
+@pytest.fixture(scope="module")
+def rt():
+    runtime.set_deterministic(True)
+    return runtime.Runtime(device=torch.device("cpu"), threads=1)
+
+
+def tiny_config(**overrides) -> SearchConfig:
+    values = dict(
+        space_options={"num_layers": 3, "channels": 6, "num_branches": 4, "whole_channels": True},
+        epochs=3,
+        batch_size=8,
+        controller_archs_per_update=3,
+        controller_updates_per_epoch=2,
+        derive_samples=8,
+        derive_batches=2,
+        derive_top_k=3,
+        keep_seen=2,
+        checkpoint_every_steps=2,
+        deterministic=True,
+        tensorboard=False,
+    )
+    values.update(overrides)
+    return SearchConfig(**values)
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def read_rows(path):
+    rows = jsonl(path)
+    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in rows]
+
+
+def run_outputs(run_dir):
+    out = {name: read_rows(run_dir / name) for name in ("metrics_steps.jsonl", "metrics_epochs.jsonl")}
+    out["controller_probs"] = read_rows(run_dir / "controller_probs.jsonl")
+    out["arch"] = json.loads((run_dir / "arch.json").read_text())
+    out["candidates"] = json.loads((run_dir / "candidates.json").read_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(data, rt, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    result = run_search(tiny_config(tensorboard=True), data, run_dir, rt)
+    return run_dir, result
+
+
+class Kill(Exception):
+    pass
+
+
+def kill_at(phase: str, epoch: int, step: int):
+    def callback(info):
+        if info["phase"] == phase and info["epoch"] == epoch and info.get("step") == step:
+            raise Kill()
+
+    return callback
+
+
+def test_run_directory_follows_the_on_disk_format(reference_run, data):
+    run_dir, result = reference_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["search"]["seed"] == 0 and config["space"]["type"] == "macro"
+    assert config["data"]["classes"] == data.classes and "runtime" in config
+    steps = jsonl(run_dir / "metrics_steps.jsonl")
+    child = [r for r in steps if r["phase"] == "child"]
+    ctrl = [r for r in steps if r["phase"] == "controller"]
+    # drop_last: 45 train clips // batch 8 = 5 child steps per epoch, 2 controller updates
+    assert len(child) == 3 * 5 and len(ctrl) == 3 * 2
+    assert {"epoch", "step", "loss", "acc", "lr", "time"} <= set(child[0])
+    assert {"reward", "baseline", "entropy", "skip_rate"} <= set(ctrl[0])
+    epochs = jsonl(run_dir / "metrics_epochs.jsonl")
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    for key in ("child_loss", "child_acc", "val_acc", "reward", "baseline", "entropy", "skip_rate", "lr",
+                "controller_lr", "time", "elapsed"):  # fmt: skip
+        assert key in epochs[0]
+    # cosine with warm restarts, stepped per epoch: lr falls from the maximum
+    assert epochs[0]["lr"] == pytest.approx(0.05) and epochs[2]["lr"] < epochs[1]["lr"] < epochs[0]["lr"]
+    probs = jsonl(run_dir / "controller_probs.jsonl")
+    assert len(probs) == 3 and all(
+        abs(sum(d["probs"]) - 1) < 1e-5 for d in probs[0]["decisions"] if "op" in d["name"]
+    )
+    cands = json.loads((run_dir / "candidates.json").read_text())["candidates"]
+    scores = [c["score"] for c in cands]
+    assert scores == sorted(scores, reverse=True) and {c["source"] for c in cands} <= {"derived", "seen"}
+    assert all(c["cost"]["params"] > 0 and c["cost"]["macs"] > 0 for c in cands)
+    arch = json.loads((run_dir / "arch.json").read_text())
+    assert arch == cands[0]["arch"] == result["arch"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir / "tb"))
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["loop"]["epoch"] == 3
+
+
+@pytest.mark.parametrize(
+    "phase,epoch,step",
+    # killed right after a step checkpoint, between checkpoints (rows to drop), in the controller phase
+    [("child", 1, 2), ("child", 1, 1), ("controller", 2, 0)],
+)
+def test_killed_and_resumed_run_equals_uninterrupted(reference_run, data, rt, tmp_path, phase, epoch, step):
+    ref_dir, _ = reference_run
+    with pytest.raises(Kill):
+        run_search(tiny_config(tensorboard=True), data, tmp_path, rt, callback=kill_at(phase, epoch, step))
+    assert not (tmp_path / "arch.json").exists()
+    result = run_search(tiny_config(tensorboard=True), data, tmp_path, rt, resume=True)
+    assert not result["stopped"]
+    assert run_outputs(tmp_path) == run_outputs(ref_dir)
+
+
+def test_max_steps_stops_and_resume_finishes_identically(reference_run, data, rt, tmp_path):
+    ref_dir, _ = reference_run
+    first = run_search(tiny_config(max_steps=7), data, tmp_path, rt)
+    assert first["stopped"] and first["child_steps"] == 7
+    # a second resume after another stop, then to the end
+    again = run_search(tiny_config(max_steps=12), data, tmp_path, rt, resume=True)
+    assert again["stopped"] and again["child_steps"] == 12
+    run_search(tiny_config(), data, tmp_path, rt, resume=True)
+    assert run_outputs(tmp_path) == run_outputs(ref_dir)
+
+
+def test_corrupt_checkpoint_is_refused_and_the_last_good_one_kept(data, rt, tmp_path, monkeypatch):
+    run_search(tiny_config(max_steps=4), data, tmp_path, rt)
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    good = ckpt.read_bytes()
+    assert load_checkpoint(ckpt)["loop"]["child_steps_total"] == 4
+
+    # a crash while the next checkpoint is written (here: the rename fails) leaves the good one in place
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        run_search(tiny_config(), data, tmp_path, rt, resume=True)
+    monkeypatch.undo()
+    assert ckpt.read_bytes() == good
+    assert not [p for p in ckpt.parent.iterdir() if p.name != "last.pt"]  # no temp files left behind
+
+    # a truncated checkpoint gives a clear error and is not overwritten
+    ckpt.write_bytes(good[: len(good) // 2])
+    with pytest.raises(MusicnasError, match="truncated, corrupt"):
+        run_search(tiny_config(), data, tmp_path, rt, resume=True)
+    assert ckpt.read_bytes() == good[: len(good) // 2]
+
+
+def test_fresh_run_refuses_an_existing_run_and_resume_refuses_changed_settings(data, rt, tmp_path):
+    run_search(tiny_config(max_steps=2), data, tmp_path, rt)
+    with pytest.raises(MusicnasError, match="--resume"):
+        run_search(tiny_config(max_steps=2), data, tmp_path, rt)
+    with pytest.raises(MusicnasError, match="batch_size"):
+        run_search(tiny_config(batch_size=4), data, tmp_path, rt, resume=True)
+    with pytest.raises(MusicnasError, match="nothing to resume"):
+        run_search(tiny_config(), data, tmp_path / "empty", rt, resume=True)
+
+
+def test_cost_aware_reward_scores_candidates_with_their_cost(data, rt, tmp_path):
+    cfg = tiny_config(
+        epochs=1, reward="tunas", cost_metric="params", cost_target=1000.0, checkpoint_every_steps=0
+    )
+    run_search(cfg, data, tmp_path, rt)
+    cands = json.loads((tmp_path / "candidates.json").read_text())["candidates"]
+    for c in cands:
+        expected = c["accuracy"] - 0.1 * abs(c["cost"]["params"] / 1000.0 - 1.0)
+        assert c["score"] == pytest.approx(expected)
+
+
+def test_micro_space_runs_through_the_same_loop(data, rt, tmp_path):
+    cfg = tiny_config(
+        space="micro",
+        space_options={"num_cells": 1, "num_nodes": 2, "channels": 4},
+        epochs=1,
+        controller_updates_per_epoch=1,
+        derive_samples=3,
+        checkpoint_every_steps=0,
+    )
+    result = run_search(cfg, data, tmp_path, rt)
+    assert result["arch"]["space"]["type"] == "micro"
+    rows = jsonl(tmp_path / "metrics_epochs.jsonl")
+    assert len(rows) == 1 and "skip_rate" not in rows[0]
+
+
+def test_presets_config_files_and_overrides(tmp_path):
+    cpu, ref = preset("cpu"), preset("reference")
+    assert ref.space_options["num_layers"] == 12 and ref.space_options["channels"] == 36
+    assert ref.batch_size == 128 and ref.epochs == 310 and ref.controller_archs_per_update == 20
+    assert ref.controller_updates_per_epoch == 50 and cpu.batch_size == 32
+    toml = tmp_path / "search.toml"
+    toml.write_text('[search]\npreset = "reference"\nepochs = 5\n[search.space_options]\nchannels = 12\n')
+    cfg = resolve_config("cpu", "macro", toml, {"seed": 3, "epochs": None})
+    assert (cfg.epochs, cfg.batch_size, cfg.seed) == (5, 128, 3)
+    assert cfg.space_options == {"num_layers": 12, "channels": 12, "num_branches": 6, "whole_channels": True}
+    js = tmp_path / "search.json"
+    js.write_text(json.dumps({"epochs": 2, "learning_rate": 1}))
+    assert load_config_file(js)["epochs"] == 2
+    with pytest.raises(MusicnasError, match="learning_rate"):
+        resolve_config("cpu", "macro", js)
+    with pytest.raises(MusicnasError, match="cost target"):
+        resolve_config("cpu", "macro", None, {"reward": "mnas-soft"})
