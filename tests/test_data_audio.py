@@ -146,3 +146,25 @@ def test_bad_files_give_specific_reasons(tmp_path):
         with pytest.raises(AudioSkip, match=fragment):
             list(iter_clips(tmp_path / name, 16000, 16000, 16000, 16000))
     assert len(list(iter_clips(tmp_path / "good.wav", 16000, 16000, 16000, 16000))) == 3
+
+
+@settings(max_examples=20, deadline=None)
+@given(seconds=st.floats(0.1, 7.0), hop=st.sampled_from([1.0, 2.0, 3.0, 4.5]))
+def test_waveform_and_streamed_file_clips_agree(tmp_path_factory, seconds, hop):
+    """Prediction cuts an in-memory waveform or streams a file; both must give prepare's clips."""
+    from musicnas.data.extract import clips_from_waveform, iter_file_clips
+    from musicnas.data.features import FeatureConfig
+
+    config = FeatureConfig(sample_rate=8000, clip_hop_seconds=hop, n_fft=256, hop_length=128, n_mels=16)
+    wave = (0.3 * np.sin(np.arange(int(seconds * 8000)) / 5)).astype(np.float32)
+    path = tmp_path_factory.mktemp("pred") / "p.wav"
+    sf.write(path, wave, 8000, subtype="FLOAT")
+    offsets, clips = clips_from_waveform(wave, config)
+    if not offsets:
+        assert seconds * 8000 < config.min_samples + 1
+        with pytest.raises(AudioSkip, match="too short"):
+            list(iter_file_clips(str(path), config))
+        return
+    streamed = list(iter_file_clips(str(path), config))
+    assert [o for o, _ in streamed] == [o / 8000 for o in offsets]
+    np.testing.assert_allclose(np.stack([c for _, c in streamed]), clips, atol=1e-6)

@@ -13,6 +13,9 @@ _EXPORTS = {
     "prepare": "musicnas.data.cache",
     "load_audio": "musicnas.data.audio",
     "iter_audio_blocks": "musicnas.data.audio",
+    "AudioSkip": "musicnas.data.audio",
+    "clips_from_waveform": "musicnas.data.extract",
+    "iter_file_clips": "musicnas.data.extract",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -645,7 +645,8 @@ def _as_cache_root(p: Path) -> Path | None:
         return p
     if not p.is_dir():
         return None
-    subcaches = [c for c in p.iterdir() if c.is_dir() and is_cache(c)]
+    # hidden folders are unfinished builds (see TMP_PREFIX), never candidates
+    subcaches = [c for c in p.iterdir() if c.is_dir() and not c.name.startswith(".") and is_cache(c)]
     if not subcaches:
         return None
     complete = [c for c in subcaches if _validate(c) is None]

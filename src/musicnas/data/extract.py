@@ -18,6 +18,7 @@ import torch
 
 from musicnas.data.audio import AudioSkip, iter_clips
 from musicnas.data.features import FeatureConfig, LogMel
+from musicnas.data.splits import clip_offsets
 from musicnas.runtime import default_threads, select_device
 from musicnas.utils.logging import progress
 
@@ -70,6 +71,28 @@ def decode_clips(index: int, path: str, config: FeatureConfig) -> FileClips:
     result.offsets = offsets
     result.clips = np.stack(clips) if clips else np.zeros((0, config.clip_samples), np.float32)
     return result
+
+
+def clips_from_waveform(wave: np.ndarray, config: FeatureConfig) -> tuple[list[int], np.ndarray]:
+    """Cuts a mono waveform (already at ``config.sample_rate``) into clips by the same rule as prepare:
+    whole clips every hop; a signal shorter than one clip (and at least ``min_seconds``) zero-padded.
+    Returns (offsets in samples, clips float32 [n, clip_samples]); n is 0 for a too-short signal."""
+    wave = np.ascontiguousarray(np.asarray(wave, dtype=np.float32).reshape(-1))
+    offsets = clip_offsets(wave.size, config.clip_samples, config.hop_samples, config.min_samples)
+    clips = np.zeros((len(offsets), config.clip_samples), dtype=np.float32)
+    for row, start in enumerate(offsets):
+        piece = wave[start : start + config.clip_samples]
+        clips[row, : piece.size] = piece
+    return offsets, clips
+
+
+def iter_file_clips(path: str, config: FeatureConfig) -> Iterator[tuple[float, np.ndarray]]:
+    """Streams ``(offset_seconds, clip)`` from an audio file without holding it whole (for prediction
+    on long recordings). Raises :class:`musicnas.data.audio.AudioSkip` for an unusable file."""
+    for offset, clip in iter_clips(
+        path, config.clip_samples, config.hop_samples, config.min_samples, config.sample_rate
+    ):
+        yield offset / config.sample_rate, clip
 
 
 def iter_decoded(
