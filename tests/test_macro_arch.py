@@ -224,3 +224,17 @@ def test_reductions_needed_tracks_consumers():
     flat = [0] + [0, 0] + [0, 0, 0] + [0, 0, 0, 0] + [0, 0, 0, 0, 0] + [0, 1, 0, 0, 0, 0]
     arch = MacroArch.from_flat(flat, MacroSpace(num_layers=6))
     assert arch.reductions_needed() == {1: [0, 2], 3: [0, 4]}
+
+
+def test_numpy_and_torch_integers_are_normalised():
+    import numpy as np
+    import torch
+
+    space = MacroSpace(num_layers=3)
+    arch = MacroArch.from_flat([1, 3, 1, 5, 0, 1], space)
+    from_numpy = MacroArch.from_flat(np.array([1, 3, 1, 5, 0, 1]), space)
+    from_torch = MacroArch.from_flat(list(torch.tensor([1, 3, 1, 5, 0, 1])), space)
+    assert from_numpy == arch == from_torch and hash(from_numpy) == hash(arch)
+    assert json.dumps(from_torch.to_json()) == json.dumps(arch.to_json())
+    with pytest.raises(MusicnasError, match="op must be an integer"):
+        MacroArch.from_flat([1.5, 3, 1, 5, 0, 1], space)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -34,14 +35,26 @@ DEFAULT_BRANCHES = 6
 
 
 def _as_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-        except AttributeError:
-            pass
+    """``value`` as a Python int: ints, numpy/torch integer scalars and integral floats; never a bool."""
+    if isinstance(value, bool):
         raise MusicnasError(f"{what} must be an integer, got {value!r}")
-    return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise MusicnasError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _soft_int(value: Any) -> Any:
+    """Python int for integer-like scalars (numpy, torch) so archs hash, compare and serialise alike;
+    anything else is left for :meth:`MacroArch.validate` to reject with context."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
 
 
 @dataclass(frozen=True)
@@ -217,9 +230,11 @@ class MacroArch:
         if not isinstance(self.space, MacroSpace):
             raise MusicnasError(f"macro architecture needs a MacroSpace, got {type(self.space).__name__}")
         try:
-            object.__setattr__(self, "ops", tuple(self.ops))
-            object.__setattr__(self, "skips", tuple(tuple(s) for s in self.skips))
-            object.__setattr__(self, "ranges", tuple(tuple(tuple(p) for p in r) for r in self.ranges))
+            object.__setattr__(self, "ops", tuple(_soft_int(v) for v in self.ops))
+            object.__setattr__(self, "skips", tuple(tuple(_soft_int(v) for v in s) for s in self.skips))
+            object.__setattr__(
+                self, "ranges", tuple(tuple(tuple(_soft_int(v) for v in p) for p in r) for r in self.ranges)
+            )
         except TypeError as exc:
             raise MusicnasError(f"macro architecture: ops, skips and ranges must be lists: {exc}") from exc
         self.validate()
