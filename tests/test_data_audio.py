@@ -30,6 +30,7 @@ def dominant_hz(wave: np.ndarray, sr: int) -> float:
         (".ogg", "OGG", "VORBIS", 44100),
         (".opus", "OGG", "OPUS", 48000),
         (".mp3", "MP3", "MPEG_LAYER_III", 44100),
+        (".au", "AU", "PCM_16", 22050),  # the original GTZAN release
     ],
 )
 def test_formats_decode_downmix_and_resample(tmp_path, suffix, fmt, subtype, sr):
