@@ -141,6 +141,16 @@ def write_bad_files(folder):
     }
 
 
+def test_streaming_wav_header_is_not_truncation(tmp_path):
+    """Writers that stream to a pipe leave 0xFFFFFFFF as the data length; such a file is whole."""
+    sf.write(tmp_path / "s.wav", tone(440, 2.0, 16000), 16000)
+    raw = bytearray((tmp_path / "s.wav").read_bytes())
+    at = raw.find(b"data")
+    raw[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    (tmp_path / "s.wav").write_bytes(bytes(raw))
+    assert load_audio(tmp_path / "s.wav", 16000).size == 32000
+
+
 def test_bad_files_give_specific_reasons(tmp_path):
     expected = write_bad_files(tmp_path)
     for name, fragment in expected.items():

@@ -40,6 +40,7 @@ AUDIO_EXTENSIONS = frozenset(
 # A file whose loudest sample is below -80 dBFS carries no music to learn from.
 SILENCE_PEAK = 1e-4
 RESAMPLE_QUALITY = "HQ"
+_STREAMING_PLACEHOLDER = 0xFFFFF000
 _DECLARED_LENGTH = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
 
 
@@ -68,8 +69,9 @@ def _open(path: Path) -> sf.SoundFile:
         raise AudioSkip("no audio frames (empty file)")
     # libsndfile quietly shortens a WAV whose header promises more data than the file has; its log
     # says so as "data : <declared> (should be <present>)". Such a file was cut off mid-copy.
+    # (0xFFFFFFFF is the placeholder streaming writers use when the length is unknown: not truncation.)
     match = _DECLARED_LENGTH.search(handle.extra_info or "")
-    if match and int(match.group(2)) < int(match.group(1)):
+    if match and int(match.group(2)) < int(match.group(1)) < _STREAMING_PLACEHOLDER:
         handle.close()
         raise AudioSkip(
             f"truncated (header declares {match.group(1)} data bytes, file holds {match.group(2)})"
