@@ -192,6 +192,12 @@ def test_invalid_config_is_a_user_error(bad):
         FeatureConfig(**bad)
 
 
+def test_number_types_do_not_change_the_key():
+    assert (
+        FeatureConfig(clip_seconds=3, fmax=8000).key() == FeatureConfig(clip_seconds=3.0, fmax=8000.0).key()
+    )
+
+
 def test_from_dict_rejects_unknown_options():
     with pytest.raises(MusicnasError, match="unknown feature options"):
         FeatureConfig.from_dict({**FeatureConfig().to_dict(), "n_bins": 3})

@@ -46,6 +46,16 @@ class FeatureConfig:
     norm: str | None = "slaney"
 
     def __post_init__(self) -> None:
+        # Normalise number types so FeatureConfig(clip_seconds=3) and (clip_seconds=3.0) hash alike.
+        try:
+            for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+                object.__setattr__(self, name, int(getattr(self, name)))
+            for name in ("clip_seconds", "clip_hop_seconds", "min_seconds", "fmin"):
+                object.__setattr__(self, name, float(getattr(self, name)))
+            if self.fmax is not None:
+                object.__setattr__(self, "fmax", float(self.fmax))
+        except (TypeError, ValueError) as exc:
+            raise MusicnasError(f"invalid feature options: {exc}") from exc
         problems = []
         if self.sample_rate < 1000:
             problems.append(f"sample_rate={self.sample_rate} (use e.g. 16000 or 22050)")
