@@ -117,7 +117,7 @@ def predict_logits(
             x, _ = data.get_batch(idx, normalize=False)
             x = (x - m) / s
         with rt.autocast():
-            logits = model(rt.to_device(x))
+            logits = model(rt.to_device(x))  # channels_last is safe without backward
         out.append(logits.float().cpu())
     model.train(was_training)
     if not out:
@@ -189,3 +189,62 @@ def plot_confusion(matrix, classes: list[str], path: str | Path, title: str = "C
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def label_map_for(model_classes: list[str], data_classes: list[str]) -> np.ndarray | None:
+    """Maps the cache's label ids onto the model's class ids by name (None when they already agree)."""
+    if list(model_classes) == list(data_classes):
+        return None
+    index = {name: i for i, name in enumerate(model_classes)}
+    unknown = [c for c in data_classes if c not in index]
+    if unknown:
+        raise MusicnasError(
+            f"the data has classes the model does not know: {', '.join(unknown)} "
+            f"(model classes: {', '.join(model_classes)}); evaluate on data with the same classes"
+        )
+    return np.array([index[c] for c in data_classes], dtype=np.int64)
+
+
+def evaluate_bundle(
+    classifier,
+    data,
+    split: str = "test",
+    rt: Runtime | None = None,
+    batch_size: int = 128,
+    write: bool = True,
+    show_progress: bool = False,
+) -> dict:
+    """Evaluates a loaded bundle (:func:`musicnas.load`) on ``data`` with the bundle's own feature
+    options, normalisation and class names; with ``write`` stores ``evaluation.json`` and
+    ``confusion.png`` in the bundle folder."""
+    from musicnas.utils.io import atomic_write_json
+
+    if data.config.key() != classifier.feature_config.key():
+        raise MusicnasError(
+            f"the data at {data.root} was prepared with other feature options than the model was trained on; "
+            "pass the audio folder (not a prepared cache) so it is prepared with the model's options"
+        )
+    rt = rt or Runtime(device=classifier.device, threads=torch.get_num_threads())
+    metrics = evaluate_split(
+        classifier.model,
+        data,
+        split,
+        rt,
+        classes=classifier.classes,
+        batch_size=batch_size,
+        mean=classifier.mean.numpy(),
+        std=classifier.std.numpy(),
+        label_map=label_map_for(classifier.classes, list(data.classes)),
+        show_progress=show_progress,
+    )
+    metrics["data"] = str(data.root)
+    metrics["model"] = str(classifier.path)
+    if write:
+        atomic_write_json(Path(classifier.path) / "evaluation.json", metrics)
+        plot_confusion(
+            metrics["confusion_matrix"],
+            classifier.classes,
+            Path(classifier.path) / "confusion.png",
+            title=f"{split} clips: accuracy {metrics['clip_accuracy']:.3f}",
+        )
+    return metrics

@@ -1,0 +1,60 @@
+"""``musicnas predict``: label audio files with a trained model bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from musicnas.cli.common import runtime_options
+from musicnas.runtime import MusicnasError
+from musicnas.utils.logging import progress
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Model bundle folder (written by `musicnas train`).",
+)
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=int, default=3, show_default=True, help="How many labels to show per file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (JSON lines).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Clips per forward pass.")
+@runtime_options
+def predict(model_dir, files, top_k, as_json, batch_size, rt):
+    """Label audio FILES with a model bundle.
+
+    Each file is decoded in blocks with the bundle's feature options, cut into clips as in training,
+    and its label is the softmax of the MEAN OF ITS CLIP LOGITS. Memory stays bounded on long files.
+    Files that cannot be decoded are reported and skipped (exit status 2 if any were).
+    """
+    from musicnas.export.bundle import load_bundle
+
+    if top_k < 1:
+        raise MusicnasError(f"--top-k must be at least 1, got {top_k}")
+    classifier = load_bundle(model_dir, device=str(rt.device))
+    classifier.batch_size = max(1, batch_size)
+    failed = []
+    for path in progress(files, desc="predict", unit="file", disable=len(files) < 2):
+        try:
+            result = classifier.predict(path, top_k=top_k)
+        except MusicnasError as exc:
+            failed.append(str(path))
+            if as_json:
+                click.echo(json.dumps({"source": str(path), "error": str(exc)}))
+            else:
+                click.secho(f"{path}: error: {exc}", fg="red", err=True)
+            continue
+        if as_json:
+            click.echo(json.dumps(result.to_dict()))
+        else:
+            labels = ", ".join(f"{name} {p:.3f}" for name, p in result.top)
+            click.echo(f"{path}: {labels}  ({result.num_clips} clips)")
+    if failed:
+        raise MusicnasError(
+            f"{len(failed)} of {len(files)} files could not be classified: {', '.join(failed)}"
+        )

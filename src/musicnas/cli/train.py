@@ -1,0 +1,157 @@
+"""``musicnas train``: retrain an architecture from scratch and write a model bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from musicnas.cli.common import runtime_options
+from musicnas.runtime import MusicnasError
+
+
+@click.command()
+@click.option(
+    "--arch",
+    "arch_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Architecture JSON (e.g. RUN/arch.json from `musicnas search`). Not needed with --resume.",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Audio folder, CSV manifest or prepared feature cache. With --resume: defaults to the recorded one.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model bundle folder to write (required unless --resume gives it).",
+)
+@click.option("--epochs", type=int, default=None, help="Training epochs [default: 30].")
+@click.option(
+    "--seed", type=int, default=None, help="Seed for initialisation, shuffling and augmentation [default: 0]."
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Continue the interrupted training in this model folder from its last checkpoint "
+    "(same settings; options given must match the original run).",
+)
+@click.option("--channels", type=int, default=None, help="Width of the fixed network [default: the space's].")
+@click.option("--dropout", type=float, default=None, help="Dropout before the classifier [default: 0.1].")
+@click.option("--batch-size", type=int, default=None, help="Training batch size [default: 32].")
+@click.option(
+    "--lr", type=float, default=None, help="Peak learning rate of the cosine schedule [default: 0.05]."
+)
+@click.option(
+    "--label-smoothing", type=float, default=None, help="Label smoothing, 0 to switch off [default: 0.1]."
+)
+@click.option("--mixup", type=float, default=None, help="Mixup alpha, 0 to switch off [default: 0].")
+@click.option(
+    "--patience",
+    type=int,
+    default=None,
+    help="Stop after this many epochs without a better val accuracy, 0 never [default: 10].",
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".musicnas-cache"),
+    show_default=True,
+    help="Where prepared feature caches live.",
+)
+@runtime_options
+def train(
+    arch_path,
+    data,
+    out,
+    epochs,
+    seed,
+    resume,
+    channels,
+    dropout,
+    batch_size,
+    lr,
+    label_smoothing,
+    mixup,
+    patience,
+    cache,
+    rt,
+):
+    """Train the fixed network of an architecture from scratch (train split; best epoch chosen on the
+    val split) and write a model bundle to --out: weights (safetensors), arch.json, bundle.json (feature
+    options, classes, normalisation), summary.json with val/test metrics, per-epoch metrics.
+
+    \b
+    Augmentation: random time crop and shift, SpecAugment masks (and mixup with --mixup).
+    Schedule: SGD with Nesterov momentum, one cosine decay; checkpoints every epoch.
+    Example:
+      musicnas train --arch runs/search/arch.json --data demo_audio --out runs/model
+      musicnas train --resume runs/model          # after an interruption
+    """
+    from musicnas.data.cache import open_data
+    from musicnas.spaces import load_arch
+    from musicnas.training.trainer import TRAIN_CONFIG_FILE, TrainConfig, train_arch
+    from musicnas.utils.io import read_json
+
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "label_smoothing": label_smoothing,
+        "patience": patience,
+        "augment_mixup_alpha": mixup,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    model_opts = {"channels": channels, "dropout": dropout}
+    if resume is not None:
+        if out is not None and out.resolve() != resume.resolve():
+            raise MusicnasError(
+                f"--resume {resume} continues in that folder; drop --out {out} or make it the same"
+            )
+        out = resume
+        recorded = read_json(resume / TRAIN_CONFIG_FILE, what="training settings of the run to resume")
+        config = TrainConfig.from_dict(recorded["config"]).replace(**overrides)
+        seed = recorded["seed"] if seed is None else seed
+        model = recorded["model"]
+        for key, value in model_opts.items():
+            if value is not None and value != model.get(key):
+                raise MusicnasError(f"--{key} {value} differs from the run being resumed ({model.get(key)})")
+            model_opts[key] = model.get(key)
+        space_kwargs = dict(model.get("kwargs") or {})
+        arch = load_arch(arch_path or resume / "arch.json")
+        data = data or Path(recorded["data"])
+    else:
+        if arch_path is None or data is None or out is None:
+            raise MusicnasError("--arch, --data and --out are required (or --resume MODEL to continue a run)")
+        config = TrainConfig().replace(**overrides)
+        seed = 0 if seed is None else seed
+        arch = load_arch(arch_path)
+        space_kwargs = {}
+        if model_opts["dropout"] is None:
+            model_opts["dropout"] = 0.1
+    dataset = open_data(data, cache)
+    click.echo(
+        f"training {arch.space.type} architecture on {dataset.root} ({len(dataset.split_indices('train'))} train clips, "
+        f"{dataset.num_classes} classes) for {config.epochs} epochs on {rt.device}"
+    )
+    summary = train_arch(
+        arch, dataset, out, config, rt, seed=seed, resume=resume is not None, **model_opts, **space_kwargs
+    )
+    val, test, cost = summary["val"], summary["test"], summary["cost"]
+    click.echo(
+        f"best epoch {summary['best_epoch']}/{summary['epochs_run']}"
+        + (" (stopped early)" if summary["stopped_early"] else "")
+        + f": val clip acc {val['clip_accuracy']:.3f}, track acc {val['track_accuracy']:.3f}"
+    )
+    if test is not None:
+        click.echo(
+            f"test: clip acc {test['clip_accuracy']:.3f}, track acc {test['track_accuracy']:.3f}, "
+            f"macro-F1 {test['macro_f1']:.3f}"
+        )
+    macs = f", {cost['macs'] / 1e6:.1f} M MACs" if cost and cost.get("macs") else ""
+    click.echo(f"{cost['params']:,} parameters{macs}; {summary['train_seconds']:.0f} s. Model bundle: {out}")
