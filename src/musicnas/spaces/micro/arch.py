@@ -9,7 +9,8 @@ reference's: the normal cell's ``4B`` integers, then the reduction cell's ``4B``
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -41,7 +42,7 @@ class MicroSpace:
     num_cells: int = 2
     num_nodes: int = 5
     channels: int = 16
-    type: str = field(default="micro", init=False)
+    type: ClassVar[str] = "micro"
 
     def __post_init__(self):
         for name, low in (("num_cells", 1), ("num_nodes", 1), ("channels", 1)):
