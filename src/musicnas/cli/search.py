@@ -1,0 +1,168 @@
+"""``musicnas search``: run (or resume) an ENAS architecture search."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from musicnas.cli.arch import space_options
+from musicnas.cli.common import runtime_options
+from musicnas.runtime import MusicnasError
+
+log = logging.getLogger(__name__)
+
+# CLI option name -> Space field name, per space
+SPACE_FIELDS = {
+    "macro": {"layers": "num_layers", "channels": "channels", "branches": "num_branches", "whole_channels": "whole_channels"},
+    "micro": {"cells": "num_cells", "nodes": "num_nodes", "channels": "channels"},
+}  # fmt: skip
+
+
+def _space_overrides(space: str, options: dict) -> dict | None:
+    """The space options given on the command line, as Space fields (None when none were given)."""
+    from musicnas.spaces import get_space_module
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given:
+        return None
+    get_space_module(space).Space.from_options(**options)  # rejects options of the other space, bad values
+    return {SPACE_FIELDS[space][k]: v for k, v in given.items()}
+
+
+@click.command()
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Audio folder (one subfolder per class), CSV manifest or prepared cache. Not needed with --resume.",
+)
+@space_options
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="TOML or JSON file of search settings."
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["cpu", "reference"]),
+    default="cpu",
+    show_default=True,
+    help="Base settings: 'cpu' is sized for a 2-core CPU, 'reference' is the ENAS paper's (GPU-sized).",
+)
+@click.option("--epochs", type=int, default=None, help="Search epochs [preset: cpu 10, reference 310].")
+@click.option("--batch-size", type=int, default=None, help="Minibatch size of the shared weights [preset].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run directory to create [default: runs/search].",
+)
+@click.option("--seed", type=int, default=None, help="Seed for every random choice [default: 0].")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue the run in this directory from its last checkpoint (its own config is used).",
+)
+@click.option("--cache", "cache_dir", default=None, help="Feature cache folder [default: .musicnas-cache].")
+@click.option(
+    "--reward",
+    type=click.Choice(["accuracy", "mnas-soft", "mnas-hard", "tunas"]),
+    default=None,
+    help="Controller reward: accuracy (ENAS), MnasNet soft/hard or TuNAS absolute (cost-aware) [accuracy].",
+)
+@click.option(
+    "--cost-metric",
+    type=click.Choice(["macs", "params"]),
+    default=None,
+    help="Cost used by cost-aware rewards [macs].",
+)
+@click.option("--cost-target", type=float, default=None, help="Target cost T0 for cost-aware rewards.")
+@click.option(
+    "--checkpoint-every",
+    type=int,
+    default=None,
+    help="Also checkpoint every N child steps (0: every epoch only).",
+)
+@click.option("--deterministic", is_flag=True, default=None, help="Bit-for-bit repeatable kernels (slower).")
+@runtime_options
+def search(
+    data_path,
+    space_name,
+    space_opts,
+    config_file,
+    preset,
+    epochs,
+    batch_size,
+    out_dir,
+    seed,
+    resume_dir,
+    cache_dir,
+    reward,
+    cost_metric,
+    cost_target,
+    checkpoint_every,
+    deterministic,
+    rt,
+):
+    """Search an architecture with ENAS: train shared weights and an LSTM controller in turns, then derive
+    the best architectures.
+
+    \b
+    Writes into --out: config.json, metrics_steps.jsonl, metrics_epochs.jsonl, controller_probs.jsonl,
+    arch.json (the chosen architecture), candidates.json, checkpoints/last.pt, tb/ (TensorBoard).
+    A killed search continues with: musicnas search --resume RUN
+    """
+    from musicnas.search.config import resolve_config
+    from musicnas.search.enas import load_run_config, run_search
+
+    if resume_dir is not None:
+        if out_dir is not None and Path(out_dir) != Path(resume_dir):
+            raise MusicnasError(
+                "--resume RUN continues RUN in place; drop --out (or give the same directory)"
+            )
+        base = load_run_config(resume_dir)
+        overrides = {"epochs": epochs, "data": str(data_path) if data_path else None, "cache_dir": cache_dir,
+                     "checkpoint_every_steps": checkpoint_every}  # fmt: skip
+        values = base.to_dict()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = type(base).from_dict(values)
+        out = Path(resume_dir)
+    else:
+        if data_path is None:
+            raise MusicnasError("--data PATH is required (an audio folder, CSV manifest or prepared cache)")
+        space = space_name or "macro"
+        overrides = {
+            "space": space,
+            "space_options": _space_overrides(space, space_opts),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "data": str(data_path),
+            "cache_dir": cache_dir,
+            "reward": reward,
+            "cost_metric": cost_metric,
+            "cost_target": cost_target,
+            "checkpoint_every_steps": checkpoint_every,
+            "deterministic": deterministic,
+        }
+        config = resolve_config(preset, space, config_file, overrides)
+        out = Path(out_dir) if out_dir is not None else Path("runs/search")
+    result = run_search(config, None, out, rt, resume=resume_dir is not None)
+    if result.get("stopped"):
+        click.echo(
+            f"stopped after {result['child_steps']} steps; continue with: musicnas search --resume {out}"
+        )
+        return
+    click.echo(result["arch_str"])
+    cost = result.get("cost") or {}
+    click.echo(
+        f"score {result['score']:.4f} (val accuracy {result['accuracy']:.4f} with shared weights), "
+        f"{cost.get('params', 0):,} params, {cost.get('macs', 0):,} MACs; {result['elapsed']:.0f}s"
+    )
+    click.echo(
+        f"wrote {out / 'arch.json'}; train it with: musicnas train --arch {out / 'arch.json'} --data ..."
+    )
