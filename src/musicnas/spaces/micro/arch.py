@@ -222,6 +222,8 @@ class MicroArch:
 
     @classmethod
     def from_flat(cls, ints, space: MicroSpace) -> MicroArch:
+        if not isinstance(space, MicroSpace):
+            raise MusicnasError(f"a micro architecture needs a MicroSpace, got {type(space).__name__}")
         ints = list(ints)
         if len(ints) != space.flat_length:
             raise MusicnasError(
