@@ -42,13 +42,18 @@ class Budget:
     num_branches: int = 6
     cnn_channels: int = 128  # hand CNN base width C (Won et al. use 128)
     cnn_blocks: int = 7
+    controller_updates: int = 10  # controller updates per search epoch (random-WS: scoring passes)
+    controller_archs: int = 8  # architectures per controller update
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type in ("int", int) and (not isinstance(value, int) or isinstance(value, bool)):
                 raise MusicnasError(f"budget {f.name} must be an integer, got {value!r}")
-        for name in ("search_epochs", "retrain_epochs", "random_k", "derive_samples", "batch_size"):
+        for name in (
+            "search_epochs", "retrain_epochs", "random_k", "derive_samples", "batch_size",
+            "controller_updates", "controller_archs",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise MusicnasError(f"budget {name} must be at least 1, got {getattr(self, name)}")
         if self.search_epochs % self.random_k:
@@ -68,7 +73,15 @@ class Budget:
 
 PRESETS: dict[str, Budget] = {
     # the published ENAS macro network and Won et al.'s CNN at their own sizes; a GPU budget
-    "full": Budget(search_epochs=150, retrain_epochs=100, random_k=10, derive_samples=100),
+    "full": Budget(
+        search_epochs=150,
+        retrain_epochs=100,
+        random_k=10,
+        derive_samples=100,
+        batch_size=128,
+        controller_updates=50,
+        controller_archs=20,
+    ),
     "default": Budget(),
     # demo data on 2 CPU cores in under 30 minutes for every method and 2 seeds
     "reduced": Budget(
@@ -78,10 +91,14 @@ PRESETS: dict[str, Budget] = {
         derive_samples=20,
         batch_size=32,
         num_layers=4,
-        channels=12,
+        # >= 16: torch 2.13's CPU channels_last 1x1 stride-2 conv (factorized reduction) corrupts
+        # memory in backward with fewer than 16 input channels
+        channels=16,
         num_branches=4,
-        cnn_channels=12,
+        cnn_channels=16,
         cnn_blocks=7,
+        controller_updates=5,
+        controller_archs=4,
     ),
     # tests: seconds
     "tiny": Budget(
@@ -91,10 +108,12 @@ PRESETS: dict[str, Budget] = {
         derive_samples=3,
         batch_size=16,
         num_layers=2,
-        channels=4,
+        channels=16,
         num_branches=4,
         cnn_channels=4,
         cnn_blocks=3,
+        controller_updates=2,
+        controller_archs=2,
     ),
 }
 

@@ -2,7 +2,13 @@
 
 * :class:`UniformController` plugs into the ENAS loop in place of the LSTM: same shared weights, same
   epochs, same child steps, same deriving, but every architecture is drawn uniformly from the space
-  ("random search with weight sharing").
+  ("random search with weight sharing"). :func:`run_uniform_search` runs it: :class:`UniformSearchRun`
+  is the ENAS :class:`~musicnas.search.enas.SearchRun` itself with only the controller (and its
+  optimiser, which has nothing to optimise) swapped, so the loop, batching, validation scoring,
+  checkpoints, metrics files and deriving are the same code as ENAS's. The controller phase still
+  samples and scores ``controller_updates_per_epoch x controller_archs_per_update`` architectures on
+  validation batches each epoch (the same forward passes as ENAS, and the same "best seen" record
+  that deriving rescoring uses); only the REINFORCE step is a no-op.
 * :func:`sample_distinct_archs` draws the k architectures of "random search without weight sharing",
   which the benchmark harness trains from scratch (see ``musicnas.baselines.harness``).
 """
@@ -10,13 +16,17 @@
 from __future__ import annotations
 
 import math
+import os
 
+import numpy as np
 import torch
 
-from musicnas.runtime import MusicnasError
+from musicnas.runtime import MusicnasError, Runtime
+from musicnas.search.config import SearchConfig
 from musicnas.search.controller import Controller, ControllerSample
+from musicnas.search.enas import SearchRun
 
-__all__ = ["UniformController", "sample_distinct_archs"]
+__all__ = ["UniformController", "UniformSearchRun", "run_uniform_search", "sample_distinct_archs"]
 
 
 class UniformController(Controller):
@@ -40,7 +50,9 @@ class UniformController(Controller):
         return False
 
     def _uniform(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tensor(-self.log_size), torch.tensor(self.log_size)
+        # a fresh leaf that "requires grad" so the ENAS loop's REINFORCE backward runs unchanged; its
+        # gradient lands on this throwaway tensor and nothing is updated
+        return torch.tensor(-self.log_size, requires_grad=True), torch.tensor(self.log_size)
 
     def sample(self) -> ControllerSample:
         arch = self.space.sample(self.generator)
@@ -105,3 +117,54 @@ def sample_distinct_archs(space, k: int, generator: torch.Generator, max_tries: 
         arch = space.sample(generator)
         seen.setdefault(arch.key(), arch)
     return list(seen.values())
+
+
+class NoOpOptimizer:
+    """Stands in for the controller's Adam: a uniform controller has no parameters to update.
+
+    It offers what the ENAS loop uses (``zero_grad``, ``step``, ``param_groups`` for the logged learning
+    rate, ``state_dict``/``load_state_dict`` for checkpoints)."""
+
+    def __init__(self):
+        self.param_groups = [{"lr": 0.0, "params": []}]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def uniform_controller_seed(seed: int) -> int:
+    """The uniform controller's seed, derived from the run seed (its own stream)."""
+    return int(np.random.default_rng([int(seed), 21]).integers(0, 2**31 - 1))
+
+
+class UniformSearchRun(SearchRun):
+    """The ENAS search loop with architectures drawn uniformly instead of by the LSTM controller."""
+
+    def __init__(self, config: SearchConfig, data, out_dir, rt: Runtime, callback=None):
+        super().__init__(config, data, out_dir, rt, callback=callback)
+        self.controller = UniformController(self.space, seed=uniform_controller_seed(config.seed))
+        self.controller_opt = NoOpOptimizer()
+
+    def config_record(self) -> dict:
+        record = super().config_record()
+        record["controller"] = "uniform"  # marks the run as random search with weight sharing
+        return record
+
+
+def run_uniform_search(
+    config: SearchConfig, data, out_dir: str | os.PathLike, rt: Runtime, resume: bool = False, callback=None
+) -> dict:
+    """Random search with weight sharing into ``out_dir``: same run directory and result dict as
+    :func:`musicnas.search.enas.run_search`."""
+    if data is None:
+        raise MusicnasError("run_uniform_search needs an opened FeatureCache")
+    return UniformSearchRun(config.validate(), data, out_dir, rt, callback=callback).run(resume=resume)

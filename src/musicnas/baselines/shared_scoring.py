@@ -1,0 +1,41 @@
+"""Accuracy of given architectures with a finished search run's shared weights.
+
+The search network is rebuilt from the run's own ``config.json`` and given the weights of its last
+checkpoint; each architecture is scored on the *whole* validation split (not the few batches deriving
+uses, to keep sampling noise out of the ranking study), with the run's own scoring code and batch-norm
+mode (``SearchRun.accuracy``), so the numbers are the ones the search itself would see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from musicnas.runtime import MusicnasError, Runtime
+from musicnas.utils.io import load_checkpoint
+
+
+def shared_weight_accuracies(run_dir, archs, data, rt: Runtime) -> list[float]:
+    from musicnas.search.enas import SearchRun, load_run_config
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    search = SearchRun(config, data, run_dir, rt)
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=rt.device)
+    try:
+        search.model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise MusicnasError(
+            f"the checkpoint of {run_dir} does not fit its own config.json ({str(exc)[:160]}); run the search again"
+        ) from exc
+    for arch in archs:
+        if arch.space != search.space:
+            raise MusicnasError(
+                f"architecture of space {arch.space} cannot be scored in the search space {search.space}"
+            )
+    batches = [search._batch(indices) for indices in search.val_batches(0)]
+    total = sum(len(y) for _, y in batches)
+    scores = []
+    for arch in archs:
+        correct = sum(search.accuracy(arch, x, y) * len(y) for x, y in batches)
+        scores.append(float(correct / total))
+    return scores
