@@ -228,3 +228,22 @@ def test_fixed_net_drop_path_schedule_and_aux_head():
     assert no_aux.aux_head is None and no_aux.forward_train(x)[1] is None and no_aux.aux_weight == 0.0
     # the aux head reads the second reduction cell
     assert net.aux_index == space.reduction_cells[1]
+
+
+def test_cost_of_search_net_equals_its_subnet():
+    from musicnas.spaces.cost import count_cost
+
+    space = MicroSpace(num_cells=1, num_nodes=3, channels=4)
+    net = SearchNet(space, num_classes=5)
+    g = torch.Generator().manual_seed(2)
+    total = sum(p.numel() for p in net.parameters())
+    macs = set()
+    for _ in range(3):
+        arch = space.sample(g)
+        cost = count_cost(net, (1, 13, 18), arch)
+        sub_cost = count_cost(extract_subnet(net, arch), (1, 13, 18))
+        # only the sampled ops run: the search net does exactly the sub-network's work
+        assert cost == sub_cost
+        assert cost.params < total
+        macs.add(cost.macs)
+    assert len(macs) > 1

@@ -101,6 +101,10 @@ class FixedMicroNet(nn.Module):
     ``set_progress(p)`` advances the drop-path schedule (``p`` = share of training done).
     """
 
+    # Modules used only in training. The reference counted parameters without the aux head; a cost
+    # counter can leave these out (the aux head's 128/768-wide convs outweigh a small network).
+    TRAINING_ONLY_MODULES = ("aux_head",)
+
     def __init__(
         self,
         arch: MicroArch,
