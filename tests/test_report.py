@@ -125,7 +125,9 @@ def make_run_dir(root: Path, space: str = "macro", epochs: int = 4, seed: int = 
                 "decisions": [
                     {"name": f"layer{i}_op", "probs": list(rng.dirichlet(np.ones(6)))} for i in range(6)
                 ]
-                + [{"name": "layer2_skip0", "probs": [0.6, 0.4]}],
+                + [
+                    {"name": "layer2.skips", "probs": [[0.6, 0.4], [0.3, 0.7]]}
+                ],  # as MacroController writes them
             }
         )
     write_jsonl(root / "metrics_steps.jsonl", steps)
@@ -373,6 +375,38 @@ def test_folder_with_a_run_and_a_model(tmp_path):
     assert not re.search(r'class="note"', section_body(page, "evaluation"))
 
 
+def test_benchmark_folder_with_baselines_output(tmp_path):
+    """A folder holding only what the baselines write: the real benchmark table rows and ranking.json."""
+    from musicnas.baselines.ranking import kendall_tau, ranking_result
+    from musicnas.baselines.table import summarise
+
+    runs = [
+        {"method": m, "seed": s, "clip_acc": acc + 0.01 * s, "track_acc": acc, "params": 1000, "macs": None}
+        for m, acc in (("enas", 0.7), ("logreg", 0.5))
+        for s in range(3)
+    ]
+    (tmp_path / "benchmark.json").write_text(json.dumps(summarise(runs)))
+    shared, standalone = [0.2, 0.4, 0.3], [0.5, 0.7, 0.8]
+    arch = macro_arch(2, np.random.default_rng(0))
+    (tmp_path / "ranking.json").write_text(json.dumps(ranking_result(shared, standalone, [arch] * 3)))
+    page = render_report(tmp_path)
+    assert section_ids(page) == [
+        "summary",
+        "search",
+        "architecture",
+        "candidates",
+        "training",
+        "evaluation",
+        "ranking",
+        "benchmark",
+    ]
+    bench = section_body(page, "benchmark")
+    assert "0.71 &plusmn; 0.01" in bench and "n/a" in bench  # clip_acc over seeds 0..2; macs missing
+    tau, _ = kendall_tau(shared, standalone)
+    assert f"Kendall tau {tau:.4f}".rstrip("0") in section_body(page, "ranking")
+    assert len(embedded_pngs(page)) == 1
+
+
 def test_confusion_png_used_when_evaluation_json_has_no_matrix(tmp_path):
     model = make_bundle_dir(tmp_path / "model", ["a", "b"])
     (model / "evaluation.json").write_text(json.dumps({"accuracy": 0.5}))
@@ -539,6 +573,7 @@ def test_number_formatting():
     from musicnas.report.page import fmt
 
     assert fmt(1234567) == "1,234,567"
+    assert fmt(None) == "n/a"
     assert fmt(0.123456) == "0.1235"
     assert fmt(float("nan")) == "nan" and not math.isnan(0.0)
     assert fmt({"mean": 0.5, "std": 0.1}) == "0.5 &plusmn; 0.1"

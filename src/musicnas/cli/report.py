@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
-
-log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -33,5 +30,4 @@ def report(run_or_model: Path, out: Path | None, title: str | None) -> None:
     from musicnas.report import write_report
 
     path = write_report(run_or_model, out, title=title)
-    log.info("report written to %s (%.1f kB)", path, path.stat().st_size / 1024)
-    click.echo(str(path))
+    click.echo(str(path))  # only the path on stdout, so scripts can use it

@@ -52,23 +52,26 @@ class ArchInfo:
     cells: dict[str, list[MicroNode]] = field(default_factory=dict)  # "normal"/"reduction" -> nodes
     text: str | None = None  # the space's own __str__, when the space package is available
 
-    def short(self) -> str:
-        """One line for tables."""
+    def short_lines(self) -> list[str]:
+        """A compact description for tables: one line for macro, one per cell for micro."""
         if self.type == "macro":
             ops = " ".join(
                 (MACRO_SHORT[layer.op] if layer.op is not None and layer.op < len(MACRO_SHORT) else "mix")
                 for layer in self.layers
             )
             n_skips = sum(len(layer.skips) for layer in self.layers)
-            return f"{ops} | {n_skips} skips"
-        parts = []
-        for name, nodes in self.cells.items():
-            body = " ".join(
+            return [f"{ops} | {n_skips} skips"]
+        return [
+            f"{name}: "
+            + " ".join(
                 f"({n.inputs[0]}:{_short_micro(n.ops[0])},{n.inputs[1]}:{_short_micro(n.ops[1])})"
                 for n in nodes
             )
-            parts.append(f"{name[:4]}: {body}")
-        return "  ".join(parts)
+            for name, nodes in self.cells.items()
+        ]
+
+    def short(self) -> str:
+        return "; ".join(self.short_lines())
 
 
 def _short_micro(op: int) -> str:

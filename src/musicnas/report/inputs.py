@@ -17,6 +17,9 @@ from musicnas.runtime import MusicnasError
 from musicnas.utils.io import read_json
 
 # Files whose presence marks a directory as one kind or the other (docs/architecture.md, "On-disk formats").
+# ranking.json / benchmark.json (written by the baselines) are read from the folder given, the run and the
+# model folder, first found wins.
+EXTRA_FILES = ("ranking.json", "benchmark.json")
 RUN_MARKERS = ("metrics_steps.jsonl", "controller_probs.jsonl", "candidates.json", "config.json")
 BUNDLE_MARKERS = ("bundle.json", "summary.json", "evaluation.json", "model.safetensors", "train_config.json")
 # Keys under which a model's summary/bundle may point back to the search run it came from.
@@ -91,8 +94,6 @@ class RunInputs:
     controller_probs: list[dict] = field(default_factory=list)
     arch: dict | None = None
     candidates: list[dict] = field(default_factory=list)
-    ranking: dict | None = None
-    benchmark: list[dict] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -108,7 +109,6 @@ class BundleInputs:
     epochs: list[dict] = field(default_factory=list)
     evaluation: dict | None = None
     confusion_png: bytes | None = None
-    benchmark: list[dict] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -117,6 +117,8 @@ class ReportInputs:
     source: Path
     run: RunInputs | None
     bundle: BundleInputs | None
+    ranking: dict | None = None  # ranking.json (baselines): shared vs stand-alone accuracy
+    benchmark: list[dict] | None = None  # benchmark.json rows (baselines)
     notes: list[str] = field(default_factory=list)
 
 
@@ -164,9 +166,6 @@ def load_run(root: Path) -> RunInputs:
                 f"candidates file {root / 'candidates.json'} must be {{'candidates': [{{'arch': ..., 'score': ...}}, ...]}}"
             )
         run.candidates = cands
-    if (root / "ranking.json").is_file():
-        run.ranking = read_object(root / "ranking.json", "ranking file")
-    run.benchmark = _read_benchmark(root / "benchmark.json")
     return run
 
 
@@ -190,7 +189,6 @@ def load_bundle_dir(root: Path) -> BundleInputs:
             b.confusion_png = data
         else:
             b.notes.append(f"{png.name} is not a PNG image and was left out")
-    b.benchmark = _read_benchmark(root / "benchmark.json")
     return b
 
 
@@ -216,8 +214,8 @@ def _search_run_of(bundle: BundleInputs) -> Path | None:
 
 
 def find_inputs(path: str | Path) -> ReportInputs:
-    """Resolves ``path`` (a search run, a model bundle, a folder holding one of each, or an arch.json
-    inside either) into what the report can show."""
+    """Resolves ``path`` (a search run, a model bundle, a folder holding one of each and/or a benchmark's
+    ranking.json / benchmark.json, or a file inside any of these) into what the report can show."""
     source = Path(path)
     if not source.exists():
         raise MusicnasError(f"{source} does not exist: give a search run directory or a model directory")
@@ -238,7 +236,7 @@ def find_inputs(path: str | Path) -> ReportInputs:
             raise MusicnasError(f"{source} holds several runs/models ({names}): give one of them")
         run_dir = runs[0] if runs else None
         bundle_dir = bundles[0] if bundles else None
-        if run_dir is None and bundle_dir is None:
+        if run_dir is None and bundle_dir is None and not any((source / f).is_file() for f in EXTRA_FILES):
             raise MusicnasError(
                 f"{source} is neither a search run (config.json, metrics_*.jsonl, candidates.json) nor a "
                 "model directory (bundle.json, summary.json, evaluation.json): give the folder written by "
@@ -250,7 +248,15 @@ def find_inputs(path: str | Path) -> ReportInputs:
         if run_dir is None:
             notes.append("The model's summary does not point to a search run: search sections are left out.")
     run = load_run(run_dir) if run_dir else None
-    return ReportInputs(source=Path(path), run=run, bundle=bundle, notes=notes)
+    inputs = ReportInputs(source=Path(path), run=run, bundle=bundle, notes=notes)
+    folders = [source] + [p for p in (run_dir, bundle_dir) if p is not None and p != source]
+    ranking_path = next((d / "ranking.json" for d in folders if (d / "ranking.json").is_file()), None)
+    if ranking_path is not None:
+        inputs.ranking = read_object(ranking_path, "ranking file")
+    bench_path = next((d / "benchmark.json" for d in folders if (d / "benchmark.json").is_file()), None)
+    if bench_path is not None:
+        inputs.benchmark = _read_benchmark(bench_path)
+    return inputs
 
 
 def as_number(value: Any) -> float | None:

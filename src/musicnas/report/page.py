@@ -44,6 +44,8 @@ table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; } .num { font-variant-numeric: tabular-nums; }
 code, pre { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.85em; }
+.row { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
+.row figure { flex: 1 1 0; min-width: 320px; }
 pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; } nav a { margin-right: 0.9em; }
 """
 # Nothing may be fetched or run: images come inline, styles inline, and no script at all.
@@ -56,7 +58,9 @@ def esc(value: Any) -> str:
 
 def fmt(value: Any) -> str:
     """Numbers readable in a table; everything else as text. Returns escaped HTML."""
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
         return esc(value)
     if isinstance(value, int):
         return esc(f"{value:,}")
@@ -200,6 +204,8 @@ def summary_section(inputs: ReportInputs) -> Section:
             if isinstance(classes, list):
                 pairs.append(("classes", ", ".join(map(str, classes))))
         parts.append("<h3>Model</h3>" + key_value_table(pairs))
+    if not parts:
+        parts.append(note("No search run or model directory here; only the files below."))
     return Section("summary", "Summary", "\n".join(parts))
 
 
@@ -295,7 +301,7 @@ def candidates_section(run: RunInputs | None) -> Section:
         cost = cand.get("cost") if isinstance(cand.get("cost"), dict) else {}
         rows.append(
             [str(rank), fmt(cand.get("score")), *(fmt(cand.get(k, "")) for k in extras), fmt(cand.get("source", "")),
-             fmt(cost.get("params", "")), fmt(cost.get("macs", "")), f"<code>{esc(info.short())}</code>"]
+             fmt(cost.get("params", "")), fmt(cost.get("macs", "")), "<br>".join(f"<code>{esc(line)}</code>" for line in info.short_lines())]
         )  # fmt: skip
     headers = (
         "rank",
@@ -401,13 +407,16 @@ def evaluation_section(bundle: BundleInputs | None) -> Section:
         if per_class_html:
             body.append("<h3>Per class</h3>" + per_class_html)
         confusions = _find_confusions(evaluation)
+        figures = []
         for where, matrix in confusions:
             names = _class_names(bundle, matrix.shape[0])
             label = _confusion_title(where)
             caption = f"evaluation.json: {where}. Colour: share of the true class; numbers: counts."
             if "track" in where.lower():
                 caption += " A track's prediction averages its clips' logits."
-            body.append(image(plots.confusion_matrix(matrix, names, label), label, caption))
+            figures.append(image(plots.confusion_matrix(matrix, names, label), label, caption))
+        if figures:
+            body.append('<div class="row">' + "".join(figures) + "</div>")
         if confusions:
             return Section("evaluation", title, "\n".join(body))
         body.append(note("evaluation.json holds no confusion matrix."))
@@ -424,10 +433,9 @@ def _number_list(value, what: str) -> list[float]:
     return [float(v) for v in value]
 
 
-def ranking_section(run: RunInputs | None) -> Section | None:
-    if run is None or run.ranking is None:
+def ranking_section(data: dict | None) -> Section | None:
+    if data is None:
         return None
-    data = run.ranking
     shared = _number_list(data.get("shared"), "shared")
     standalone = _number_list(data.get("standalone"), "standalone")
     if len(shared) != len(standalone):
@@ -439,6 +447,8 @@ def ranking_section(run: RunInputs | None) -> Section | None:
         f"<p>{len(shared)} architectures scored with the search's shared weights and retrained stand-alone. "
         f"Kendall tau {fmt(tau)} (p = {fmt(p)}): how well the search's ranking predicts the real one.</p>"
     )
+    if isinstance(data.get("note"), str):
+        text += note(data["note"])
     if not shared:
         return Section("ranking", "Ranking quality", text + note("ranking.json holds no architectures."))
     return Section(
@@ -532,8 +542,8 @@ def build_sections(inputs: ReportInputs) -> list[Section]:
     builders: dict[str, Callable[[], Section | None]] = {
         "summary": lambda: summary_section(inputs),
         "candidates": lambda: candidates_section(inputs.run),
-        "ranking": lambda: ranking_section(inputs.run),
-        "benchmark": lambda: benchmark_section(_benchmark_rows(inputs)),
+        "ranking": lambda: ranking_section(inputs.ranking),
+        "benchmark": lambda: benchmark_section(inputs.benchmark),
         "config": lambda: config_section(inputs),
         "architecture": lambda: arch_section(inputs),
         "evaluation": lambda: evaluation_section(inputs.bundle),
@@ -545,13 +555,6 @@ def build_sections(inputs: ReportInputs) -> list[Section]:
         log.debug("report section %s", name)
         built[name] = build()
     return [built[name] for name in page_order if built[name] is not None]
-
-
-def _benchmark_rows(inputs: ReportInputs):
-    for source in (inputs.run, inputs.bundle):
-        if source is not None and source.benchmark is not None:
-            return source.benchmark
-    return None
 
 
 def render_page(inputs: ReportInputs, title: str | None = None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from musicnas.report.figures import new_figure, plain, to_png
 from musicnas.report.inputs import numeric_series
@@ -83,12 +84,44 @@ def search_curves(
         if title == "Learning rate" and all(min(line[1]) > 0 for line in lines):
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
+        _tidy_axes(ax)
         if len(lines) > 1 or title in ("Reward and baseline", "Skip rate"):
             ax.legend(fontsize=7)
     for ax in axes[len(drawn) :]:
         ax.set_axis_off()
     return to_png(fig)
+
+
+def _tidy_axes(ax) -> None:
+    """Whole-number x ticks (epochs, steps) and plain y tick labels: no "+2.1e1" offset that makes a
+    nearly flat curve unreadable."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ax.get_yscale() == "linear":
+        ax.ticklabel_format(axis="y", useOffset=False)
+    ax.grid(alpha=0.3)
+
+
+def _is_numbers(value) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _decision_rows(decision, path: Path, record: int) -> list[tuple[str, list[float]]]:
+    """One ``(name, probs)`` per categorical choice. A decision may hold several independent choices
+    (the macro controller's ``layerN.skips``: one [p(no), p(yes)] pair per earlier layer): each becomes
+    its own row, ``name[i]``."""
+    probs = decision.get("probs") if isinstance(decision, dict) else None
+    name = str(decision.get("name", "?")) if isinstance(decision, dict) else "?"
+    if _is_numbers(probs):
+        return [(name, [float(v) for v in probs])]
+    if isinstance(probs, list) and probs and all(_is_numbers(p) for p in probs):
+        return [(f"{name}[{j}]", [float(v) for v in p]) for j, p in enumerate(probs)]
+    raise MusicnasError(
+        f"{path} record {record + 1}: decision {name!r} needs 'probs' as a list of numbers (or of lists of numbers)"
+    )
 
 
 def controller_convergence(records: list[dict], root: Path) -> bytes | None:
@@ -103,12 +136,7 @@ def controller_convergence(records: list[dict], root: Path) -> bytes | None:
             raise MusicnasError(f"{path} record {i + 1} has no 'decisions' list")
         probs = []
         for d in decisions:
-            p = d.get("probs") if isinstance(d, dict) else None
-            if not isinstance(p, list) or not p or not all(isinstance(v, (int, float)) for v in p):
-                raise MusicnasError(
-                    f"{path} record {i + 1}: each decision needs a non-empty numeric 'probs' list"
-                )
-            probs.append((str(d.get("name", len(probs))), [float(v) for v in p]))
+            probs.extend(_decision_rows(d, path, i))
         if probs:
             epochs.append(rec.get("epoch", i))
             confidence.append(float(np.mean([max(p) for _, p in probs])))
@@ -125,7 +153,7 @@ def controller_convergence(records: list[dict], root: Path) -> bytes | None:
     left.set_ylim(0, 1.02)
     left.set_xlabel("epoch")
     left.set_title("mean top-choice probability", fontsize=10)
-    left.grid(alpha=0.3)
+    _tidy_axes(left)
     image = right.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
     right.set_xlabel(f"decision (last epoch, {len(last)} decisions)")
     right.set_ylabel("choice")
@@ -160,7 +188,7 @@ def training_curves(epochs: list[dict], root: Path, best_epoch: float | None = N
             ax.axvline(best_epoch, ls="--", c="grey", lw=1, label="best epoch")
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
+        _tidy_axes(ax)
         ax.legend(fontsize=7)
     return to_png(fig)
 
