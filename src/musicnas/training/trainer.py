@@ -307,13 +307,12 @@ def train_model(
         val_logits = predict_logits(model, data, val_idx, rt, config.eval_batch_size)
         val_loss, val_acc = _val_loss_acc(val_logits, val_labels)
         epoch += 1
-        improved = val_acc > best["val_acc"] or (val_acc == best["val_acc"] and val_loss < best["val_loss"])
-        if improved:
+        # Selection: best val accuracy, ties broken by lower val loss. Patience counts epochs without a
+        # strictly better accuracy (a loss that creeps down on a plateau does not keep a run alive).
+        bad_epochs = 0 if val_acc > best["val_acc"] else bad_epochs + 1
+        if val_acc > best["val_acc"] or (val_acc == best["val_acc"] and val_loss < best["val_loss"]):
             best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss}
             best_state = _cpu_state(model)
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
         if config.patience and bad_epochs >= config.patience and epoch < config.epochs:
             stopped_early = True
             log.info("early stop after epoch %d: no better val accuracy for %d epochs", epoch, bad_epochs)

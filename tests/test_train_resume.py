@@ -1,0 +1,146 @@
+"""Retraining: resume equals an uninterrupted run; settings are checked; any nn.Module trains."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import musicnas
+from musicnas.export.bundle import ModelSpec, register_model_type
+from musicnas.runtime import MusicnasError, setup
+from musicnas.spaces.macro import MacroSpace
+from musicnas.training.trainer import TrainConfig, train_arch, train_model
+
+CONFIG = TrainConfig(
+    epochs=3, batch_size=4, patience=0, augment=TrainConfig().augment.__class__(mixup_alpha=0.4)
+)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _arch():
+    return MacroSpace(num_layers=2, num_branches=6, channels=4).sample(3)
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return setup("cpu", torch.get_num_threads())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_cache, tmp_path_factory, rt):
+    out = tmp_path_factory.mktemp("full") / "model"
+    summary = train_arch(_arch(), tiny_cache, out, CONFIG, rt, seed=7, show_progress=False)
+    return out, summary
+
+
+def _history(out):
+    rows = [json.loads(line) for line in (out / "metrics_epochs.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_cache, tmp_path, rt, uninterrupted):
+    full_dir, full_summary = uninterrupted
+    out = tmp_path / "model"
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_arch(
+            _arch(), tiny_cache, out, CONFIG, rt, seed=7, on_epoch_end=stop_after_two, show_progress=False
+        )
+    assert (out / "checkpoints" / "last.pt").exists() and not (out / "bundle.json").exists()
+    assert len(_history(out)) == 2
+    summary = train_arch(_arch(), tiny_cache, out, CONFIG, rt, seed=7, resume=True, show_progress=False)
+
+    assert _history(out) == _history(full_dir)
+    a, b = load_file(out / "model.safetensors"), load_file(full_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for key in ("best_epoch", "epochs_run", "val", "test"):
+        assert summary[key] == full_summary[key]
+
+
+def test_uninterrupted_run_writes_a_loadable_bundle(tiny_cache, uninterrupted):
+    out, summary = uninterrupted
+    for name in ("model.safetensors", "arch.json", "bundle.json", "summary.json", "metrics_epochs.jsonl"):
+        assert (out / name).is_file(), name
+    history = _history(out)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    best = max(history, key=lambda r: (r["val_acc"], -r["val_loss"]))
+    assert summary["best_epoch"] == best["epoch"]
+    assert summary["val"]["clip_accuracy"] == pytest.approx(best["val_acc"])
+    assert history[0]["lr"] > history[-1]["lr"]  # cosine decay
+    assert summary["cost"]["params"] > 0 and summary["cost"]["macs"] > 0
+    clf = musicnas.load(out, device="cpu")
+    assert clf.classes == list(tiny_cache.classes)
+    np.testing.assert_allclose(clf.mean.numpy(), tiny_cache.mean)
+    x, _ = tiny_cache.get_batch(tiny_cache.split_indices("val"))
+    assert clf.model(x).shape == (len(x), tiny_cache.num_classes)
+
+
+def test_seeded_runs_repeat_and_seeds_differ(tiny_cache, tmp_path, rt, uninterrupted):
+    cfg = TrainConfig(epochs=1, batch_size=4, patience=0)
+    a = train_arch(_arch(), tiny_cache, tmp_path / "a", cfg, rt, seed=1, show_progress=False)
+    b = train_arch(_arch(), tiny_cache, tmp_path / "b", cfg, rt, seed=1, show_progress=False)
+    c = train_arch(_arch(), tiny_cache, tmp_path / "c", cfg, rt, seed=2, show_progress=False)
+    assert _history(tmp_path / "a") == _history(tmp_path / "b")
+    assert a["val"] == b["val"]
+    assert _history(tmp_path / "a") != _history(tmp_path / "c")
+    del c
+
+
+def test_resume_refuses_other_settings_and_fresh_runs_refuse_old_checkpoints(tiny_cache, rt, uninterrupted):
+    out, _ = uninterrupted
+    with pytest.raises(MusicnasError, match="lr: checkpoint 0.05, now 0.1"):
+        train_arch(_arch(), tiny_cache, out, CONFIG.replace(lr=0.1), rt, seed=7, resume=True)
+    with pytest.raises(MusicnasError, match="seed"):
+        train_arch(_arch(), tiny_cache, out, CONFIG, rt, seed=8, resume=True)
+    with pytest.raises(MusicnasError, match="already holds a training checkpoint"):
+        train_arch(_arch(), tiny_cache, out, CONFIG, rt, seed=7)
+
+
+def test_finished_run_resumes_to_the_same_result_without_training(tiny_cache, rt, uninterrupted):
+    out, summary = uninterrupted
+    before = load_file(out / "model.safetensors")
+    again = train_arch(_arch(), tiny_cache, out, CONFIG, rt, seed=7, resume=True, show_progress=False)
+    assert again["epochs_run"] == 3 and again["val"] == summary["val"]
+    after = load_file(out / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@register_model_type("test_train_linear")
+def _build_linear(arch, in_channels, num_classes, channels=None, dropout=0.0, **kwargs):
+    return nn.Sequential(nn.AdaptiveAvgPool2d((8, 1)), nn.Flatten(), nn.Linear(8 * in_channels, num_classes))
+
+
+def test_any_module_trains_and_early_stopping_stops(tiny_cache, tmp_path, rt):
+    torch.manual_seed(0)
+    model = _build_linear(None, 1, tiny_cache.num_classes)
+    spec = ModelSpec.for_type("test_train_linear", 1, tiny_cache.num_classes)
+    cfg = TrainConfig(epochs=12, batch_size=4, lr=1e-6, min_lr=0.0, patience=2)
+    summary = train_model(
+        model, tiny_cache, tmp_path / "lin", cfg, rt, seed=0, model_spec=spec, show_progress=False
+    )
+    # with a learning rate of 1e-6 val accuracy cannot improve after epoch 1: stop after 1 + patience
+    assert summary["stopped_early"] and summary["epochs_run"] == 3
+    assert summary["val"]["clip_accuracy"] == max(r["val_acc"] for r in _history(tmp_path / "lin"))
+    clf = musicnas.load(tmp_path / "lin", device="cpu")
+    assert clf.spec.type == "test_train_linear"
+
+
+def test_bad_options_are_user_errors():
+    with pytest.raises(MusicnasError, match="batch_size"):
+        TrainConfig(batch_size=1)
+    with pytest.raises(MusicnasError, match="unknown training options"):
+        TrainConfig.from_dict({"epochz": 3})
