@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 import click
 
-from musicnas.cli.arch import space_options
 from musicnas.cli.common import runtime_options
 from musicnas.runtime import MusicnasError
 
@@ -18,6 +18,33 @@ SPACE_FIELDS = {
     "macro": {"layers": "num_layers", "channels": "channels", "branches": "num_branches", "whole_channels": "whole_channels"},
     "micro": {"cells": "num_cells", "nodes": "num_nodes", "channels": "channels"},
 }  # fmt: skip
+
+
+def search_space_options(func):
+    """``--space`` and the space size options; unset ones keep the preset's / config file's values."""
+    options = [
+        click.option("--space", "space_name", type=click.Choice(["macro", "micro"]), default=None,
+                     help="Search space [default: macro]."),
+        click.option("--layers", type=int, default=None, help="Macro: layers [preset: cpu 6, reference 12]."),
+        click.option("--channels", type=int, default=None,
+                     help="Channels of the search network [preset: macro cpu 24, reference 36]."),
+        click.option("--branches", type=int, default=None, help="Macro: ops to choose from, 4-6 [6]."),
+        click.option("--whole-channels/--channel-ranges", default=None,
+                     help="Macro: one op per layer (default), or every op on a searched channel range."),
+        click.option("--cells", type=int, default=None, help="Micro: normal cells per stage."),
+        click.option("--nodes", type=int, default=None, help="Micro: nodes per cell."),
+    ]  # fmt: skip
+
+    @functools.wraps(func)
+    def wrapper(*args, space_name, layers, channels, branches, whole_channels, cells, nodes, **kwargs):
+        kwargs["space_name"] = space_name
+        kwargs["space_opts"] = {"layers": layers, "channels": channels, "branches": branches,
+                                "whole_channels": whole_channels, "cells": cells, "nodes": nodes}  # fmt: skip
+        return func(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def _space_overrides(space: str, options: dict) -> dict | None:
@@ -39,7 +66,7 @@ def _space_overrides(space: str, options: dict) -> dict | None:
     default=None,
     help="Audio folder (one subfolder per class), CSV manifest or prepared cache. Not needed with --resume.",
 )
-@space_options
+@search_space_options
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), help="TOML or JSON file of search settings."
 )

@@ -54,7 +54,7 @@ class SearchConfig:
     controller_beta1: float = 0.0
     controller_eps: float = 1e-3
     controller_archs_per_update: int = 8
-    controller_updates_per_epoch: int = 10
+    controller_updates_per_epoch: int = 5
     controller_batch_size: int | None = None  # None: batch_size
     controller_start_epoch: int = 0  # >0: shared-weight warm-up, no policy updates before this epoch
     controller_bn: str = "eval"  # BN of the shared net while scoring: "eval" (running stats) or "batch"
@@ -153,7 +153,7 @@ def _cpu(space: str) -> dict:
         epochs=10,
         batch_size=32,
         controller_archs_per_update=8,
-        controller_updates_per_epoch=10,
+        controller_updates_per_epoch=5,
         derive_samples=100,
         derive_batches=2,
         derive_top_k=5,

@@ -707,7 +707,7 @@ def run_search(
             raise MusicnasError("no data given: pass --data PATH")
         from musicnas.data.cache import open_data
 
-        data = open_data(config.data, config.cache_dir, seed=config.seed)
+        data = open_data(config.data, config.cache_dir)
     search = SearchRun(config, data, out_dir, rt, callback=callback)
     if resume:
         _check_same_data(out_dir, search)
