@@ -491,6 +491,49 @@ def test_micro_decoding_and_cell_outputs(num_nodes, seed):
         assert num_nodes + 1 in outputs  # the last node is never used by another node
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), layers=st.integers(1, 8), whole=st.booleans())
+def test_decoding_agrees_with_the_macro_space(seed, layers, whole):
+    """The report decodes the flat form itself; it must read it as the space package does."""
+    from musicnas.spaces.macro import MacroSpace
+
+    arch = MacroSpace(num_layers=layers, channels=6, num_branches=4, whole_channels=whole).sample(seed)
+    info = describe_arch(arch.to_json())
+    assert [layer.skips for layer in info.layers] == [tuple(arch.skip_sources(i)) for i in range(layers)]
+    if whole:
+        assert tuple(layer.op for layer in info.layers) == arch.ops
+    else:
+        assert tuple(layer.branches for layer in info.layers) == arch.ranges
+    assert info.pool_layers == arch.space.pool_layers
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), nodes=st.integers(1, 6))
+def test_decoding_agrees_with_the_micro_space(seed, nodes):
+    from musicnas.spaces.micro import MicroSpace
+
+    arch = MicroSpace(num_cells=1, num_nodes=nodes, channels=4).sample(seed)
+    info = describe_arch(arch.to_json())
+    for name in ("normal", "reduction"):
+        cell = getattr(arch, name)
+        decoded = info.cells[name]
+        assert [(n.inputs[0], n.ops[0], n.inputs[1], n.ops[1]) for n in decoded] == [
+            tuple(node) for node in cell
+        ]
+        assert cell_outputs(decoded) == list(arch.unused(cell))
+
+
+def test_op_names_match_the_space_packages():
+    from musicnas.report.archinfo import MACRO_OPS, MICRO_OPS
+    from musicnas.spaces.macro.arch import OP_NAMES
+    from musicnas.spaces.micro.arch import OPS
+
+    def norm(names):
+        return [n.replace("-", "_").replace(" ", "_") for n in names]
+
+    assert norm(MACRO_OPS) == norm(OP_NAMES) and norm(MICRO_OPS) == norm(OPS)
+
+
 def test_micro_node_reading_a_later_node_is_rejected():
     arch = micro_arch(3, np.random.default_rng(0))
     arch["flat"][4] = 3  # node 1 reads index 3 = node 1 itself

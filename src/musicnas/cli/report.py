@@ -22,7 +22,8 @@ def report(run_or_model: Path, out: Path | None, title: str | None) -> None:
     RUN_OR_MODEL is a folder written by `musicnas search --out` (search curves, controller, chosen
     architecture, top candidates, ranking quality), by `musicnas train --out` (training curves,
     evaluation and confusion matrix; its search run too when the model records where it came from), or a
-    folder holding one of each. Sections without data are skipped with a note.
+    folder holding one of each and/or a benchmark's ranking.json and benchmark.json. Sections without
+    data are skipped with a note.
 
     The page is one file: plots are embedded PNG images, there is no script and nothing is fetched, so it
     can be mailed or archived as is.

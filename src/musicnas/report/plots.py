@@ -204,7 +204,7 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], title: str) -> byte
     ax = fig.add_subplot()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     labels = [plain(c, max_chars=24) for c in classes]
-    fontsize = 9 if k <= 12 else 7 if k <= 25 else 5
+    fontsize = 9 if k <= 12 else 7 if k <= 25 else 6
     ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=fontsize)
     ax.set_yticks(range(k), labels, fontsize=fontsize)
     ax.set_xlabel("predicted")
