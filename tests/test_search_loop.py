@@ -248,3 +248,23 @@ def test_presets_config_files_and_overrides(tmp_path):
         resolve_config("cpu", "macro", js)
     with pytest.raises(MusicnasError, match="cost target"):
         resolve_config("cpu", "macro", None, {"reward": "mnas-soft"})
+
+
+@pytest.mark.parametrize("bn", ["eval", "batch"])
+def test_scoring_never_changes_the_shared_network(bn):
+    from musicnas.search.enas import scoring_mode
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items() if "num_batches" not in k}
+    x = torch.randn(6, 1, 5, 5) * 3 + 2
+    with scoring_mode(net, bn):
+        out = net(x)
+        assert not out.requires_grad
+    after = {k: v for k, v in net.state_dict().items() if "num_batches" not in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert net.training and net[1].momentum == 0.1
+    # "batch" normalises with the batch's own statistics, "eval" with the (initial) running ones
+    bn_out = out.view(6, 4, 3, 3)
+    per_channel_mean = bn_out.mean(dim=(0, 2, 3)).abs().max().item()
+    assert (per_channel_mean < 1e-4) == (bn == "batch")
