@@ -39,7 +39,7 @@ def predict(model_dir, files, top_k, as_json, batch_size, rt):
     classifier = load_bundle(model_dir, device=str(rt.device))
     classifier.batch_size = max(1, batch_size)
     failed = []
-    for path in progress(files, desc="predict", unit="file", disable=len(files) < 2):
+    for path in progress(files, desc="predict", unit="file", disable=as_json or len(files) < 2):
         try:
             result = classifier.predict(path, top_k=top_k)
         except MusicnasError as exc:

@@ -73,14 +73,20 @@ def iter_waveform_clips(
 
 
 def _batched(clips: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
-    batch: list[np.ndarray] = []
+    """Packs clips into one reused ``[batch_size, samples]`` buffer; each yielded batch is only valid
+    until the next one is asked for (the caller runs it through the model first)."""
+    buf: np.ndarray | None = None
+    n = 0
     for clip in clips:
-        batch.append(clip)
-        if len(batch) == batch_size:
-            yield np.stack(batch)
-            batch = []
-    if batch:
-        yield np.stack(batch)
+        if buf is None:
+            buf = np.empty((batch_size, clip.shape[0]), dtype=np.float32)
+        buf[n] = clip
+        n += 1
+        if n == batch_size:
+            yield buf
+            n = 0
+    if n:
+        yield buf[:n]
 
 
 def waveform_to_mono(waveform, sample_rate: int | None, target_rate: int) -> np.ndarray:
