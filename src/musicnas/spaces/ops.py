@@ -114,7 +114,9 @@ class FactorizedReduction(nn.Module):
     Path 1 subsamples by 2 and applies a 1x1 conv to ``C_out // 2`` channels; path 2 shifts the input by
     one pixel (crop the top row / left column, pad zeros at the bottom / right), subsamples and applies
     its own 1x1 conv to the remaining channels; the two are concatenated and batch-normalised.
-    Subsample-then-1x1 is computed as one 1x1 conv with stride 2 (the same numbers, less work).
+    The subsampling is an explicit strided slice before a stride-1 1x1 conv: a 1x1 conv with stride 2 in
+    channels_last corrupts the heap in its CPU backward pass on torch 2.13 at inputs of 64x64 and larger
+    (tests/test_ops_channels_last.py keeps this honest).
     The shifted input keeps the size of the input, so both paths give the same, ceil-rounded size for odd
     heights and widths (the reference assumed even, square inputs)."""
 
@@ -123,13 +125,13 @@ class FactorizedReduction(nn.Module):
         if c_out < 2:
             raise ValueError(f"factorized reduction needs at least 2 output channels, got {c_out}")
         half = c_out // 2
-        self.path1 = nn.Conv2d(c_in, half, 1, stride=2, bias=False)
-        self.path2 = nn.Conv2d(c_in, c_out - half, 1, stride=2, bias=False)
+        self.path1 = nn.Conv2d(c_in, half, 1, bias=False)
+        self.path2 = nn.Conv2d(c_in, c_out - half, 1, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.path1(x), self.path2(shifted)], dim=1))
+        return self.bn(torch.cat([self.path1(x[:, :, ::2, ::2]), self.path2(shifted[:, :, ::2, ::2])], dim=1))
 
 
 class ReLUFactorizedReduction(nn.Sequential):
