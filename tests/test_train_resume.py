@@ -89,15 +89,12 @@ def test_uninterrupted_run_writes_a_loadable_bundle(tiny_cache, uninterrupted):
     assert clf.model(x).shape == (len(x), tiny_cache.num_classes)
 
 
-def test_seeded_runs_repeat_and_seeds_differ(tiny_cache, tmp_path, rt, uninterrupted):
-    cfg = TrainConfig(epochs=1, batch_size=4, patience=0)
-    a = train_arch(_arch(), tiny_cache, tmp_path / "a", cfg, rt, seed=1, show_progress=False)
-    b = train_arch(_arch(), tiny_cache, tmp_path / "b", cfg, rt, seed=1, show_progress=False)
-    c = train_arch(_arch(), tiny_cache, tmp_path / "c", cfg, rt, seed=2, show_progress=False)
-    assert _history(tmp_path / "a") == _history(tmp_path / "b")
-    assert a["val"] == b["val"]
-    assert _history(tmp_path / "a") != _history(tmp_path / "c")
-    del c
+def test_another_seed_gives_another_run(tiny_cache, tmp_path, rt, uninterrupted):
+    # (that one seed repeats exactly is shown by the resume test: two runs, identical weights)
+    full_dir, _ = uninterrupted
+    cfg = TrainConfig(epochs=1, batch_size=4, patience=0, augment=CONFIG.augment)
+    train_arch(_arch(), tiny_cache, tmp_path / "c", cfg, rt, seed=8, show_progress=False)
+    assert _history(tmp_path / "c")[0] != _history(full_dir)[0]
 
 
 def test_resume_refuses_other_settings_and_fresh_runs_refuse_old_checkpoints(tiny_cache, rt, uninterrupted):
