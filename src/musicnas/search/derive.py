@@ -115,7 +115,7 @@ def derive_and_write(search) -> dict:
         "derived %d unique of %d sampled architectures; best %s score %.4f (accuracy %.4f on %d val clips)",
         info["unique"], info["samples"], best["source"], best["score"], best["accuracy"], info["clips"],
     )  # fmt: skip
-    log.info("chosen architecture:\n%s", best["arch"])
+    log.debug("chosen architecture:\n%s", best["arch"])
     return {
         "arch": best["arch"].to_json(),
         "arch_str": str(best["arch"]),
