@@ -76,3 +76,18 @@ def test_fixed_net_macs_grow_with_input_area():
     small, large = count_cost(net, (1, 16, 16)), count_cost(net, (1, 32, 32))
     assert small.params == large.params
     assert 3.5 * small.macs < large.macs < 4.5 * small.macs
+
+
+def test_training_only_modules_are_left_out_of_the_parameter_count():
+    from musicnas.spaces.micro import FixedNet as FixedMicroNet
+    from musicnas.spaces.micro import Space as MicroSpace
+
+    arch = MicroSpace(num_cells=2, num_nodes=2, channels=4).sample(0)
+    with_aux = FixedMicroNet(arch, num_classes=3, aux_weight=0.4)
+    without_aux = FixedMicroNet(arch, num_classes=3, aux_weight=0.0)
+    aux_params = sum(p.numel() for p in with_aux.aux_head.parameters())
+    assert aux_params > 0
+    total = sum(p.numel() for p in with_aux.parameters())
+    # the deployed network is the same with and without the auxiliary head
+    assert count_cost(with_aux, (1, 16, 20)).params == total - aux_params
+    assert count_cost(with_aux, (1, 16, 20)).params == count_cost(without_aux, (1, 16, 20)).params

@@ -5,7 +5,8 @@ matrix work of convolutions (grouped and depthwise included), linear layers and 
 Element-wise work (BN, ReLU, pooling, additions) is not counted, as is usual for MACs.
 
 Parameters:
-* a plain network (no ``forward_args``): every parameter it holds;
+* a plain network (no ``forward_args``): every parameter it holds, less training-only submodules it
+  names in ``TRAINING_ONLY_MODULES`` (the micro fixed network's auxiliary head);
 * a search network run on one architecture (``count_cost(search_net, shape, arch)``): the parameters
   that architecture actually uses. When the network offers ``subnet(*forward_args)`` (both musicnas
   spaces do: it returns the extracted sub-network, which holds copies of exactly the used weights, also
@@ -50,6 +51,18 @@ def _reached_parameters(output: torch.Tensor, model: nn.Module) -> int:
     return sum(p.numel() for p in found.values())
 
 
+def _inference_parameters(model: nn.Module) -> int:
+    """Parameters a deployed model holds: a network may name training-only submodules (the micro
+    space's auxiliary head) in ``TRAINING_ONLY_MODULES``; they are left out, as the reference did."""
+    skipped = {
+        id(p)
+        for name in getattr(model, "TRAINING_ONLY_MODULES", ())
+        if isinstance(getattr(model, name, None), nn.Module)
+        for p in getattr(model, name).parameters()
+    }
+    return sum(p.numel() for p in model.parameters() if id(p) not in skipped)
+
+
 def count_cost(model: nn.Module, input_shape: Sequence[int], *forward_args) -> Cost:
     """Parameters and MACs of ``model(x, *forward_args)`` for one input of ``input_shape``:
     ``(channels, height, width)`` (batch 1) or ``(batch, channels, height, width)``.
@@ -72,7 +85,7 @@ def count_cost(model: nn.Module, input_shape: Sequence[int], *forward_args) -> C
         with torch.enable_grad(), counter:
             out = model(x, *forward_args)
         if not forward_args:
-            params = sum(p.numel() for p in model.parameters())
+            params = _inference_parameters(model)
         elif callable(subnet):
             params = sum(p.numel() for p in subnet(*forward_args).parameters())
         else:
