@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from musicnas.baselines.budget import parse_budget
 from musicnas.baselines.harness import RUN_ORDER, run_benchmark
@@ -15,6 +16,15 @@ from musicnas.runtime import MusicnasError, setup
 
 # 12 train clips at batch size 4: 3 child steps per epoch; 2 random architectures x 2 epochs = 4 epochs
 BUDGET = "tiny,batch_size=4,search_epochs=4,random_k=2"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread, and a second one only spins when the CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

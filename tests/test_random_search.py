@@ -14,6 +14,15 @@ from musicnas.search.random_search import UniformController, sample_distinct_arc
 from musicnas.spaces import get_space_module
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread, and a second one only spins when the CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def tiny_space():
     # 4 ops ** 2 layers * 2 skip bits ** 1 = 32 architectures

@@ -22,7 +22,7 @@ METHODS: dict[str, str] = {
 
 # per-run metric -> how it is summarised across seeds
 MEAN_STD_METRICS = ("clip_acc", "track_acc")
-MEAN_METRICS = ("params", "macs", "search_time", "train_time", "total_time")
+MEAN_METRICS = ("params", "macs", "search_time", "train_time", "total_time", "cpu_time")
 TABLE_COLUMNS = (
     "method",
     "label",
