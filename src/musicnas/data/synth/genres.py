@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 class Part:
     """One pitched part: a style from compose.py and the instruments a track may choose from."""
 
-    style: str
+    style: str | tuple[str, ...]  # a tuple: each track picks one
     instruments: tuple[str, ...]
     level_db: tuple[float, float] = (-6.0, 0.0)  # drawn per track, relative to the other parts
     presence: float = 1.0  # probability that the part plays at all in a track
@@ -39,6 +39,7 @@ class Genre:
     kit: dict = field(default_factory=dict)
     drum_level_db: tuple[float, float] = (-8.0, 1.0)
     drum_presence: float = 1.0
+    breakdown_prob: float = 0.35  # chance that the drums rest for a few bars of the excerpt
     fill_prob: float = 0.3
     humanize: float = 0.004  # seconds of timing jitter
     bass: Part | None = None
@@ -79,12 +80,12 @@ GENRES_TABLE: tuple[Genre, ...] = (
             "pieces": ("kick", "snare", "hat", "ride", "crash", "tom_hi", "tom_lo"),
             "kick": {"decay": (0.15, 0.3)},
         },
-        bass=Part("root8", ("pick_bass", "square_bass"), (-4, 0)),
+        bass=Part(("root8", "root8", "follow_kick"), ("pick_bass", "square_bass"), (-4, 0)),
         comp=Part(
-            "power8",
+            ("power8", "power8", "power_sustain", "strum"),
             ("electric_guitar", "electric_guitar", "organ", "piano"),
             (-3, 1),
-            fx={"drive": (0.5, 12), "cutoff": (2500, 6000)},
+            fx={"drive": (0.5, 16), "cutoff": (2500, 6000)},
         ),
         lead=Part(
             "melody",
@@ -112,7 +113,7 @@ GENRES_TABLE: tuple[Genre, ...] = (
         fill_prob=0.05,
         humanize=0.0005,
         bass=Part("offbeat", ("saw_bass", "square_bass", "sub808"), (-3, 1)),
-        comp=Part("pad", ("pad", "strings", "synth_stab", "piano", "epiano"), (-9, -2)),
+        comp=Part(("pad", "stab", "pad"), ("pad", "strings", "synth_stab", "piano", "epiano"), (-9, -2)),
         lead=Part("arpeggio16", ("square_lead", "saw_lead", "bell"), (-8, -3), presence=0.7),
         reverb_wet=(0.15, 0.35),
         rt60=(1.0, 2.2),
@@ -149,7 +150,11 @@ GENRES_TABLE: tuple[Genre, ...] = (
         fill_prob=0.1,
         humanize=0.008,
         bass=Part("walking", ("upright_bass", "upright_bass", "pick_bass"), (-3, 2)),
-        comp=Part("comp_swing", ("epiano", "piano", "organ", "electric_guitar", "nylon_guitar"), (-5, 0)),
+        comp=Part(
+            ("comp_swing", "comp_swing", "block"),
+            ("epiano", "piano", "organ", "electric_guitar", "nylon_guitar"),
+            (-5, 0),
+        ),
         lead=Part(
             "melody",
             ("brass", "flute", "saw_lead", "piano"),
@@ -158,7 +163,7 @@ GENRES_TABLE: tuple[Genre, ...] = (
             args={"density": 0.55, "unit": 2, "subset": "full"},
         ),
         reverb_wet=(0.1, 0.25),
-        loudness_db=(-24, -17),
+        loudness_db=(-22, -16),
     ),
     Genre(
         name="classical",
@@ -168,7 +173,11 @@ GENRES_TABLE: tuple[Genre, ...] = (
         chord_steps=(16, 8),
         beats_per_bar=(4, 3),
         bass=Part("sustain", ("strings", "piano"), (-6, -2), presence=0.85, args={}),
-        comp=Part("arpeggio", ("piano", "harp", "strings", "organ", "nylon_guitar"), (-5, 0)),
+        comp=Part(
+            ("arpeggio", "arpeggio", "block", "pad", "arpeggio16"),
+            ("piano", "harp", "strings", "organ", "nylon_guitar"),
+            (-5, 0),
+        ),
         lead=Part(
             "melody",
             ("strings", "flute", "piano"),
@@ -177,7 +186,7 @@ GENRES_TABLE: tuple[Genre, ...] = (
         ),
         reverb_wet=(0.25, 0.45),
         rt60=(1.6, 2.8),
-        loudness_db=(-28, -18),
+        loudness_db=(-26, -17),
         dynamics="crescendo",
     ),
     Genre(
@@ -199,7 +208,9 @@ GENRES_TABLE: tuple[Genre, ...] = (
         },
         fill_prob=0.05,
         bass=Part("follow_kick", ("sub808", "saw_bass", "upright_bass"), (-3, 2)),
-        comp=Part("pad", ("epiano", "piano", "strings", "organ", "pad", "harp"), (-7, -1)),
+        comp=Part(
+            ("pad", "stab", "arpeggio"), ("epiano", "piano", "strings", "organ", "pad", "harp"), (-7, -1)
+        ),
         lead=Part(
             "melody",
             ("bell", "glock", "flute", "epiano"),
@@ -252,12 +263,14 @@ GENRES_TABLE: tuple[Genre, ...] = (
             "pieces": ("kick", "snare", "hat", "ride", "crash", "tom_hi", "tom_lo"),
             "kick": {"decay": (0.08, 0.15), "click": (0.6, 1.0)},
         },
-        bass=Part("gallop16", ("pick_bass", "saw_bass"), (-4, 0), fx={"drive": (1, 4)}),
+        bass=Part(
+            ("gallop16", "gallop16", "root8"), ("pick_bass", "saw_bass"), (-4, 0), fx={"drive": (1, 4)}
+        ),
         comp=Part(
-            "power16",
+            ("power16", "power16", "power8"),
             ("muted_guitar", "electric_guitar"),
             (-2, 2),
-            fx={"drive": (3, 20), "cutoff": (2500, 6000)},
+            fx={"drive": (2, 14), "cutoff": (2500, 6000)},
         ),
         lead=Part(
             "melody",
@@ -268,8 +281,8 @@ GENRES_TABLE: tuple[Genre, ...] = (
             args={"density": 0.7, "unit": 1, "subset": "full"},
         ),
         reverb_wet=(0.05, 0.15),
-        drive=(0.0, 3.0),
-        loudness_db=(-15, -10),
+        drive=(0.0, 2.0),
+        loudness_db=(-16, -10),
     ),
     Genre(
         name="ambient",
@@ -283,7 +296,7 @@ GENRES_TABLE: tuple[Genre, ...] = (
         drum_level_db=(-18, -8),
         drum_presence=0.4,
         bass=Part("sustain", ("pad", "sub808", "strings"), (-8, -3), presence=0.6),
-        comp=Part("pad", ("pad", "strings", "organ", "epiano"), (-2, 2)),
+        comp=Part(("pad", "pad", "arpeggio"), ("pad", "strings", "organ", "epiano"), (-2, 2)),
         lead=Part(
             "melody",
             ("bell", "glock", "harp", "flute", "piano"),
@@ -293,7 +306,7 @@ GENRES_TABLE: tuple[Genre, ...] = (
         ),
         reverb_wet=(0.4, 0.65),
         rt60=(2.2, 3.0),
-        loudness_db=(-30, -20),
+        loudness_db=(-27, -18),
         dynamics="swell",
     ),
     Genre(
@@ -308,7 +321,7 @@ GENRES_TABLE: tuple[Genre, ...] = (
         drum_level_db=(-12, -5),
         drum_presence=0.5,
         bass=Part("root_fifth", ("upright_bass", "pick_bass"), (-5, 0), presence=0.7),
-        comp=Part("strum", ("steel_guitar", "nylon_guitar"), (-2, 2)),
+        comp=Part(("strum", "strum", "arpeggio"), ("steel_guitar", "nylon_guitar"), (-2, 2)),
         lead=Part(
             "melody",
             ("flute", "harp", "steel_guitar", "organ"),
@@ -317,7 +330,7 @@ GENRES_TABLE: tuple[Genre, ...] = (
             args={"density": 0.5, "unit": 2, "subset": "pentatonic"},
         ),
         reverb_wet=(0.1, 0.3),
-        loudness_db=(-24, -16),
+        loudness_db=(-23, -16),
     ),
     Genre(
         name="disco",
@@ -338,7 +351,7 @@ GENRES_TABLE: tuple[Genre, ...] = (
         kit={"pieces": ("kick", "snare", "hat", "open_hat", "crash", "tom_hi", "tom_lo")},
         fill_prob=0.15,
         bass=Part("octave", ("pick_bass", "square_bass", "saw_bass"), (-3, 1)),
-        comp=Part("stab", ("strings", "muted_guitar", "epiano", "brass"), (-6, -1)),
+        comp=Part(("stab", "stab", "block"), ("strings", "muted_guitar", "epiano", "brass"), (-6, -1)),
         lead=Part(
             "melody",
             ("strings", "brass", "saw_lead"),

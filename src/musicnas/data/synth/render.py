@@ -3,6 +3,8 @@ render every note, mix and master."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from musicnas.data.synth import compose, dsp
@@ -31,9 +33,15 @@ TAIL_SECONDS = 2.0  # rendered past the end so ringing notes and reverb tails ar
 
 
 def track_rng(seed: int, genre: str, track_index: int) -> np.random.Generator:
-    """The generator for one track, from (seed, class, track): independent of worker count and order."""
-    class_index = GENRES.index(genre)
-    return np.random.default_rng(np.random.SeedSequence([int(seed) % 2**63, class_index, int(track_index)]))
+    """The generator for one track, from (seed, class, track): independent of worker count and order.
+
+    Uses SeedSequence's spawn keys (its mechanism for independent child streams) keyed by a checksum of
+    the genre name. Plain entropy lists such as ``[seed, class, track]`` gave visibly correlated first
+    draws for neighbouring track indices (e.g. near-equal tempi), so they are not used."""
+    if genre not in GENRE_BY_NAME:
+        raise MusicnasError(f"unknown demo genre {genre!r}; choose one of {', '.join(GENRES)}")
+    key = (zlib.crc32(genre.encode("utf-8")), int(track_index))
+    return np.random.default_rng(np.random.SeedSequence(entropy=int(seed) % 2**63, spawn_key=key))
 
 
 def _db(db: float) -> float:
@@ -158,20 +166,30 @@ def render_track(
                 variants = kit[piece]
                 dsp.place(bus, variants[int(rng.integers(len(variants)))], int(t * sr), gains[piece] * vel)
         level = rng.uniform(*g.drum_level_db)
-        mix += bus / _rms(bus[:n_out]) * _db(level)
-        info["parts"]["drums"] = {"level_db": round(level, 2)}
+        bus = bus / _rms(bus[:n_out]) * _db(level)
+        if rng.random() < g.breakdown_prob:  # drums drop out for a few bars (intro, breakdown)
+            bars = int(rng.integers(2, 5))
+            first = int(rng.integers(0, max(1, int(seconds / song.grid.bar) - 1)))
+            a, b = int(first * song.grid.bar * sr), int((first + bars) * song.grid.bar * sr)
+            gate = np.ones(n)
+            gate[a:b] = 0.0
+            bus *= dsp.lowpass(gate, 20.0, sr, order=1)  # smooth the gate edges
+            info["parts"]["drums"] = {"breakdown_bars": [first, first + bars]}
+        mix += bus
+        info["parts"].setdefault("drums", {})["level_db"] = round(level, 2)
 
     for role in ("bass", "comp", "lead"):
         part: Part | None = getattr(g, role)
         if part is None or rng.random() >= part.presence:
             continue
         instrument = str(rng.choice(part.instruments))
-        if part.style == "melody":
+        style = part.style if isinstance(part.style, str) else str(rng.choice(part.style))
+        if style == "melody":
             notes = compose.melody(song, rng, **part.args)
         elif role == "bass":
-            notes = compose.bass_line(song, rng, part.style)
+            notes = compose.bass_line(song, rng, style)
         else:
-            notes = compose.comping(song, rng, part.style, **part.args)
+            notes = compose.comping(song, rng, style, **part.args)
         if not notes:
             continue
         # bass lines are written in bass register; a pad/string "bass" plays an octave up to stay audible
@@ -180,14 +198,14 @@ def render_track(
         x = _apply_fx(x, part.fx, rng, sr)
         level = rng.uniform(*part.level_db)
         mix += x / _rms(x[:n_out]) * _db(level)
-        info["parts"][role] = {"style": part.style, "instrument": instrument, "level_db": round(level, 2)}
+        info["parts"][role] = {"style": style, "instrument": instrument, "level_db": round(level, 2)}
 
     # master: production EQ, saturation, room, dynamics, loudness, noise floor, peak safety, fades.
     # The EQ is drawn from one distribution shared by all genres (recordings of any genre differ in
     # bandwidth and tone), which blurs the per-genre average spectrum a statistics classifier leans on.
     mix = dsp.tilt(mix, rng.uniform(-1.0, 1.0), sr)
-    if rng.random() < 0.5:
-        mix = dsp.lowpass(mix, rng.uniform(3500, 10000), sr, order=2)
+    if rng.random() < 0.6:
+        mix = dsp.lowpass(mix, rng.uniform(3000, 10000), sr, order=2)
     if rng.random() < 0.5:
         mix = dsp.highpass(mix, rng.uniform(40, 250), sr, order=2)
     drive = rng.uniform(*g.drive)
@@ -196,9 +214,9 @@ def render_track(
     ir = dsp.reverb_ir(sr, rng.uniform(*g.rt60), rng, predelay=rng.uniform(0.005, 0.03))
     mix = dsp.reverb(mix, ir, rng.uniform(*g.reverb_wet))
     mix = mix[:n_out] * _dynamics(n_out, g.dynamics, rng)
-    loudness = rng.uniform(*g.loudness_db) + rng.normal(0.0, 3.0)
+    loudness = rng.uniform(*g.loudness_db) + rng.normal(0.0, 4.0)
     mix *= _db(loudness) / _rms(mix)
-    noise_db = rng.uniform(-72, -40)
+    noise_db = rng.uniform(-72, -34)
     noise = dsp.lowpass(rng.standard_normal(n_out), rng.uniform(3000, 10000), sr, order=1)
     mix += noise * _db(noise_db) / _rms(noise)
     peak = np.max(np.abs(mix))
