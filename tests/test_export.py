@@ -105,3 +105,10 @@ def test_bad_format_and_folder_target_are_user_errors(macro_clf, tmp_path):
         export_model(macro_clf, "tflite", tmp_path / "x")
     with pytest.raises(MusicnasError, match="is a folder"):
         export_model(macro_clf, "onnx", tmp_path)
+
+
+@pytest.mark.slow
+def test_onnx_dynamo_exporter_matches_pytorch(macro_clf, tmp_path):
+    # slow (torch.export tracing); the TorchScript-based exporter tests above cover the same contract
+    report = export_model(macro_clf, "onnx", tmp_path / "d.onnx", with_frontend=True, dynamo=True)
+    assert report.max_abs_diff < 1e-3
