@@ -268,3 +268,17 @@ def test_scoring_never_changes_the_shared_network(bn):
     bn_out = out.view(6, 4, 3, 3)
     per_channel_mean = bn_out.mean(dim=(0, 2, 3)).abs().max().item()
     assert (per_channel_mean < 1e-4) == (bn == "batch")
+
+
+def test_seen_architectures_are_bounded_and_ranked(data, rt, tmp_path, monkeypatch):
+    from musicnas.search import enas
+
+    monkeypatch.setattr(enas, "SEEN_LIMIT_MIN", 2)
+    monkeypatch.setattr(enas, "SEEN_LIMIT_FACTOR", 1)
+    run_search(tiny_config(epochs=2, keep_seen=2, checkpoint_every_steps=0), data, tmp_path, rt)
+    seen = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["loop"]["seen"]
+    assert len(seen) == 2  # 12 architectures were scored, only the best 2 are kept
+    ranked = enas.rank_seen(
+        {"a": {"sum": 1.0, "count": 2}, "b": {"sum": 0.9, "count": 1}, "c": {"sum": 1.0, "count": 1}}
+    )
+    assert [k for k, _ in ranked] == ["c", "b", "a"]

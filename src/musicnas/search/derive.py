@@ -70,7 +70,7 @@ def derive(search) -> tuple[list[dict], dict]:
             "score": score,
             "accuracy": acc,
             "source": "seen",
-            "search_accuracy": entry["sum"] / max(entry["count"], 1),
+            "search_score": entry["sum"] / max(entry["count"], 1),
             "search_evaluations": entry["count"],
         }
     ranked = sorted(candidates.values(), key=lambda c: -c["score"])
@@ -104,7 +104,7 @@ def derive_and_write(search) -> dict:
             "source": cand["source"],
             "cost": _cost_dict(search, cand["arch"]),
         }
-        for extra in ("search_accuracy", "search_evaluations"):
+        for extra in ("search_score", "search_evaluations"):
             if extra in cand:
                 entry[extra] = cand[extra]
         entries.append(entry)

@@ -49,6 +49,14 @@ RESUMABLE_OVERRIDES = ("epochs", "max_steps", "checkpoint_every_steps", "tensorb
 TRAIN_ORDER, VAL_ORDER, SCORE_ORDER = 1, 2, 3
 
 StepCallback = Callable[[dict], None]
+SEEN_LIMIT_MIN, SEEN_LIMIT_FACTOR = 500, 50
+
+
+def rank_seen(seen: dict) -> list[tuple[str, dict]]:
+    """Seen architectures best first: mean score, then more evaluations, then key (repeatable)."""
+    return sorted(
+        seen.items(), key=lambda kv: (-kv[1]["sum"] / max(kv[1]["count"], 1), -kv[1]["count"], kv[0])
+    )
 
 
 @dataclass
@@ -63,7 +71,7 @@ class LoopState:
     child_loss_sum: float = 0.0
     child_acc_sum: float = 0.0
     child_count: int = 0
-    seen: dict = field(default_factory=dict)  # arch key -> {"flat": [...], "sum": acc sum, "count": n}
+    seen: dict = field(default_factory=dict)  # arch key -> {"flat": [...], "sum": score sum, "count": n}
     elapsed: float = 0.0
 
     def to_dict(self) -> dict:
@@ -446,8 +454,9 @@ class SearchRun:
             x, y = self._batch(val[position % len(val)])  # every sampled architecture gets its own batch
             position += 1
             acc = self.accuracy(arch, x, y)
-            self._remember(arch, acc)
-            return self.reward(acc, arch), acc
+            reward = self.reward(acc, arch)
+            self._remember(arch, reward)
+            return reward, acc
 
         for update in range(updates):
             self.state.baseline, stats = reinforce_update(
@@ -504,10 +513,18 @@ class SearchRun:
             "controller_lr": self.controller_opt.param_groups[0]["lr"] if learn else 0.0,
         }
 
-    def _remember(self, arch, acc: float) -> None:
+    def _remember(self, arch, score: float) -> None:
+        """Tracks every architecture scored during the search (its reward, without the entropy bonus)."""
         entry = self.state.seen.setdefault(arch.key(), {"flat": list(arch.to_flat()), "sum": 0.0, "count": 0})
-        entry["sum"] += acc
+        entry["sum"] += score
         entry["count"] += 1
+
+    def _prune_seen(self) -> None:
+        """Keeps the best ``SEEN_LIMIT_FACTOR * keep_seen`` (at least SEEN_LIMIT_MIN) seen architectures, so
+        the checkpoint stays small over a long search (the reference preset scores ~310k)."""
+        limit = max(SEEN_LIMIT_MIN, SEEN_LIMIT_FACTOR * self.config.keep_seen)
+        if len(self.state.seen) > limit:
+            self.state.seen = dict(rank_seen(self.state.seen)[:limit])
 
     def _now(self) -> float:
         return round(time.perf_counter() - self._t0, 3)
@@ -618,6 +635,7 @@ class SearchRun:
         self._append("controller_probs.jsonl", {"epoch": epoch, **self.controller.decision_probs()})
         log.info(_epoch_line(row, cfg.epochs))
         log.debug("most likely architecture after epoch %d:\n%s", epoch + 1, self.controller.most_likely())
+        self._prune_seen()
         self.child_sched.step()
         st.epoch = epoch + 1
         st.child_step = 0
