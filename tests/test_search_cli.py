@@ -75,3 +75,20 @@ def test_search_cli_errors_are_clear(tiny_cache, tmp_path, capsys):
     assert code == 2 and "--cells" in err
     code, _, err = run_cli(["search", "--resume", str(tmp_path / "missing")], capsys)
     assert code == 2 and "config.json" in err
+
+
+def test_library_run_can_be_resumed_from_the_cli(tiny_cache, tmp_path, capsys):
+    """run_search(config, cache) records the cache folder, so --resume needs no --data."""
+    from musicnas import runtime
+    from musicnas.search.config import SearchConfig
+    from musicnas.search.enas import run_search
+
+    run = tmp_path / "run"
+    config = SearchConfig(**{**TINY, "epochs": 2, "max_steps": 1})
+    result = run_search(config, tiny_cache, run, runtime.Runtime(torch.device("cpu"), 1))
+    assert result["stopped"]
+    code, out, err = run_cli(["search", "--resume", str(run), "--device", "cpu", "--threads", "1"], capsys)
+    assert code == 0, err
+    assert (run / "arch.json").exists()
+    rows = (run / "metrics_epochs.jsonl").read_text().splitlines()
+    assert len(rows) == 2

@@ -156,6 +156,7 @@ def search(
                      "checkpoint_every_steps": checkpoint_every}  # fmt: skip
         values = base.to_dict()
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values["max_steps"] = None  # a stop set by the invocation that wrote the run, not by this one
         config = type(base).from_dict(values)
         out = Path(resume_dir)
     else:

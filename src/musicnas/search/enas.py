@@ -703,6 +703,8 @@ def run_search(
         if not (out_dir / "checkpoints" / "last.pt").exists():
             raise MusicnasError(f"nothing to resume: {out_dir}/checkpoints/last.pt does not exist")
         saved = load_run_config(out_dir)
+        # max_steps is a stop for this invocation (tests, time-boxed harnesses), not part of the run
+        saved.max_steps = None
         if config is not None:
             differing = [
                 k
@@ -716,6 +718,8 @@ def run_search(
                 )
             values = saved.to_dict()
             values.update({k: getattr(config, k) for k in RESUMABLE_OVERRIDES})
+            for key in ("data", "cache_dir"):  # not given: keep where the run's data was
+                values[key] = getattr(config, key) or saved.to_dict()[key]
             saved = SearchConfig.from_dict(values)
         config = saved
     if config is None:
@@ -726,6 +730,9 @@ def run_search(
         from musicnas.data.cache import open_data
 
         data = open_data(config.data, config.cache_dir)
+    if not config.data and getattr(data, "root", None) and Path(str(data.root)).is_dir():
+        # record the prepared cache folder, so `musicnas search --resume RUN` can reopen the data
+        config = SearchConfig.from_dict({**config.to_dict(), "data": str(data.root)})
     search = SearchRun(config, data, out_dir, rt, callback=callback)
     if resume:
         _check_same_data(out_dir, search)
