@@ -282,3 +282,13 @@ def test_seen_architectures_are_bounded_and_ranked(data, rt, tmp_path, monkeypat
         {"a": {"sum": 1.0, "count": 2}, "b": {"sum": 0.9, "count": 1}, "c": {"sum": 1.0, "count": 1}}
     )
     assert [k for k, _ in ranked] == ["c", "b", "a"]
+
+
+def test_derive_every_epoch_logs_scores_without_changing_the_search(reference_run, data, rt, tmp_path):
+    ref_dir, _ = reference_run
+    run_search(tiny_config(tensorboard=True, derive_every_epoch=True), data, tmp_path, rt)
+    rows = read_rows(tmp_path / "metrics_epochs.jsonl")
+    assert all(0.0 <= r["derived_mean"] <= r["derived_best"] <= 1.0 for r in rows)
+    ref_rows = read_rows(ref_dir / "metrics_epochs.jsonl")
+    assert [{k: v for k, v in r.items() if not k.startswith("derived_")} for r in rows] == ref_rows
+    assert json.loads((tmp_path / "arch.json").read_text()) == json.loads((ref_dir / "arch.json").read_text())

@@ -70,6 +70,7 @@ class SearchConfig:
     derive_batches: int = 2
     derive_top_k: int = 5
     keep_seen: int = 5  # best architectures seen during search, rescored with the derived ones
+    derive_every_epoch: bool = False  # also derive after every epoch (logged as derived_best/derived_mean)
 
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
     deterministic: bool = False

@@ -87,6 +87,23 @@ def derive(search) -> tuple[list[dict], dict]:
     return ranked, info
 
 
+def derive_snapshot(search) -> dict:
+    """Best and mean score of ``derive_samples`` architectures sampled now (for per-epoch logging).
+    The controller's generator is restored afterwards, so the search itself is unchanged by it."""
+    state = search.controller.generator_state()
+    try:
+        batches = score_batches(search)
+        archs = {}
+        with torch.no_grad():
+            for _ in range(search.config.derive_samples):
+                arch = search.controller.sample().arch
+                archs.setdefault(arch.key(), arch)
+        scores = [score_arch(search, arch, batches)[0] for arch in archs.values()]
+    finally:
+        search.controller.set_generator_state(state)
+    return {"derived_best": float(max(scores)), "derived_mean": float(np.mean(scores))}
+
+
 def _cost_dict(search, arch) -> dict | None:
     cost = search.cost(arch)
     return {"params": int(cost.params), "macs": int(cost.macs)}

@@ -630,6 +630,10 @@ class SearchRun:
         }
         if row["skip_rate"] is None:
             del row["skip_rate"]
+        if cfg.derive_every_epoch:
+            from musicnas.search.derive import derive_snapshot
+
+            row.update(derive_snapshot(self))
         self._append("metrics_epochs.jsonl", row)
         self._scalars("epoch", row, st.global_step)
         self._append("controller_probs.jsonl", {"epoch": epoch, **self.controller.decision_probs()})
