@@ -15,8 +15,10 @@ def _butter(kind: str, order: int, cutoff: tuple[float, ...], sr: int) -> np.nda
 
 
 def _clip_cut(freq: float, sr: int) -> float:
-    # Rounded so that the filter cache is hit; kept inside (20 Hz, 0.45 * sr).
-    return float(round(min(max(freq, 20.0), 0.45 * sr), -1 if freq > 200 else 0))
+    # Snapped to a 1/12-octave grid so that the filter-design cache is hit (designing a filter costs
+    # more than running it on a short note); kept inside (20 Hz, 0.45 * sr).
+    freq = min(max(freq, 20.0), 0.45 * sr)
+    return float(round(2.0 ** (round(12.0 * np.log2(freq)) / 12.0), 1))
 
 
 def lowpass(x: np.ndarray, cutoff: float, sr: int, order: int = 2) -> np.ndarray:
@@ -37,17 +39,27 @@ def bandpass(x: np.ndarray, low: float, high: float, sr: int, order: int = 2) ->
 def adsr(
     n: int, sr: int, attack: float, decay: float, sustain: float, release: float, held: float
 ) -> np.ndarray:
-    """Attack/decay/sustain/release envelope of ``n`` samples; the key is released after ``held`` s."""
-    t = np.arange(n) / sr
-    env = np.where(
-        t < attack,
-        t / max(attack, 1e-4),
-        sustain + (1.0 - sustain) * np.exp(-(t - attack) / max(decay, 1e-4)),
-    )
-    off = t >= held
-    if off.any():
-        level_at_off = env[np.argmax(off)] if held > 0 else 0.0
-        env[off] = level_at_off * np.exp(-(t[off] - held) / max(release, 1e-4))
+    """Attack/decay/sustain/release envelope of ``n`` samples; the key is released after ``held`` s.
+
+    Built segment by segment (linear attack, exponential decay to the sustain level, exponential
+    release from wherever the envelope was at key-off), evaluating each formula only where it applies."""
+    env = np.empty(n)
+    n_att = min(n, int(attack * sr))
+    n_off = min(n, max(int(held * sr), 0))
+    if n_att:
+        env[:n_att] = np.arange(n_att) / max(n_att, 1)
+    if n_att < n:
+        t = np.arange(n - n_att) / sr
+        if sustain >= 1.0:
+            env[n_att:] = 1.0
+        else:
+            # beyond ~12 time constants the decay has reached the sustain level: skip the exp there
+            m = min(n - n_att, int(12 * max(decay, 1e-4) * sr) + 1)
+            env[n_att : n_att + m] = sustain + (1.0 - sustain) * np.exp(-t[:m] / max(decay, 1e-4))
+            env[n_att + m :] = sustain
+    if n_off < n:
+        level = env[n_off - 1] if n_off > 0 else 0.0
+        env[n_off:] = level * np.exp(-np.arange(n - n_off) / (max(release, 1e-4) * sr))
     return env
 
 
@@ -104,7 +116,8 @@ def reverb_ir(
 def reverb(x: np.ndarray, ir: np.ndarray, wet: float) -> np.ndarray:
     if wet <= 0:
         return x
-    tail = signal.fftconvolve(x, ir)[: x.size]
+    # float32 halves the cost of the longest FFT in a track; the result ends as 16-bit PCM anyway
+    tail = signal.fftconvolve(x.astype(np.float32), ir.astype(np.float32))[: x.size]
     return (1 - wet) * x + wet * tail
 
 

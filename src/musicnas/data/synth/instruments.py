@@ -67,7 +67,8 @@ def fm_keys(
     idx = index * (0.5 + vel) * np.exp(-t * index_decay)
     y = np.sin(TWO_PI * freq * t + idx * np.sin(TWO_PI * freq * ratio * t))
     if tine > 0:
-        y += tine * np.sin(TWO_PI * freq * 14.0 * t) * np.exp(-t * 40.0)
+        m = min(n, int(0.2 * sr))  # the tine partial is gone (-70 dB) after 0.2 s
+        y[:m] += tine * np.sin(TWO_PI * freq * 14.0 * t[:m]) * np.exp(-t[:m] * 40.0)
     env = np.exp(-t * amp_decay) * adsr(n, sr, 0.002, 1.0, 1.0, release, dur)
     return vel * y * env
 
@@ -105,16 +106,19 @@ def piano(
     freq, dur, vel, sr, rng, partials=8, inharmonicity=0.0004, t60=1.8, tail=0.3, release=0.12, hammer=0.15
 ):
     """Additive piano-like tone: slightly stretched partials, upper ones decaying faster, hammer thump."""
-    n = int((dur + tail) * sr)
+    base_decay = 6.9 / t60 * (1.0 + freq / 800.0)
+    # a struck string is silent (-60 dB) after 6.9 / decay seconds however long the key is held
+    n = int(min(dur + tail, 6.9 / base_decay + tail) * sr)
     t = np.arange(n) / sr
     y = np.zeros(n)
-    base_decay = 6.9 / t60 * (1.0 + freq / 800.0)
     for k in range(1, partials + 1):
         fk = k * freq * np.sqrt(1.0 + inharmonicity * k * k)
         if fk > 0.45 * sr:
             break
         amp = (0.5 + 0.5 * vel) ** (k / 2) / k
-        y += amp * np.sin(TWO_PI * fk * t) * np.exp(-t * base_decay * (1 + 0.35 * (k - 1)))
+        rate = base_decay * (1 + 0.35 * (k - 1))
+        m = min(n, int(6.9 / rate * sr))  # upper partials die sooner: compute them only while audible
+        y[:m] += amp * np.sin(TWO_PI * fk * t[:m]) * np.exp(-t[:m] * rate)
     y *= adsr(n, sr, 0.002, 1.0, 1.0, release, dur)
     if hammer > 0:
         k = min(n, int(0.01 * sr))
