@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from tqdm.auto import tqdm
@@ -31,7 +32,12 @@ def setup_logging(verbosity: int = 0) -> None:
 
 
 def progress(iterable=None, **kwargs):
-    """A tqdm progress bar that hides itself when output is not a terminal unless forced."""
+    """A tqdm progress bar on stderr. It hides itself when stderr is not a terminal (CI logs, pipes),
+    unless ``MUSICNAS_PROGRESS=1``; ``disable=True`` always hides it."""
+    if kwargs.pop("disable", False):
+        kwargs["disable"] = True
+    else:
+        kwargs["disable"] = False if os.environ.get("MUSICNAS_PROGRESS") == "1" else None
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
