@@ -21,6 +21,15 @@ CLASSES = ["low", "mid", "high"]
 CONFIG = FeatureConfig()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one torch thread beats two that contend for a busy 2-core machine (5x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _tiny_macro(seed=0):
     arch = MacroSpace(num_layers=2, num_branches=6, channels=4).sample(seed)
     from musicnas.export.bundle import build_model

@@ -20,6 +20,15 @@ from musicnas.export.bundle import ModelSpec, build_model, register_model_type, 
 CONFIG = FeatureConfig()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one torch thread beats two that contend for a busy 2-core machine (5x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @register_model_type("test_predict_pool_linear")
 def _build_pool_linear(arch, in_channels, num_classes, channels=None, dropout=0.0, **kwargs):
     # memory use and aggregation do not depend on the network: the cheapest one keeps the test fast
@@ -79,11 +88,16 @@ def test_memory_does_not_grow_with_file_length(bundle, tmp_path):
 def test_predict_cli_prints_top_k_and_json(bundle, tmp_path):
     wav = _write_long_wav(tmp_path / "a.wav", 7)
     runner = CliRunner()
-    res = runner.invoke(cli, ["predict", "--model", str(bundle), "--top-k", "2", "--device", "cpu", str(wav)])
+    res = runner.invoke(
+        cli,
+        ["predict", "--model", str(bundle), "--top-k", "2", "--device", "cpu", "--threads", "1", str(wav)],
+    )
     assert res.exit_code == 0, res.output
     line = res.output.strip().splitlines()[-1]
     assert line.startswith(str(wav)) and "(2 clips)" in line and line.count(",") == 1
-    res = runner.invoke(cli, ["predict", "--model", str(bundle), "--json", "--device", "cpu", str(wav)])
+    res = runner.invoke(
+        cli, ["predict", "--model", str(bundle), "--json", "--device", "cpu", "--threads", "1", str(wav)]
+    )
     assert res.exit_code == 0, res.output
     obj = json.loads(res.output.strip().splitlines()[-1])
     assert obj["clips"] == 2 and len(obj["top"]) == 3
@@ -95,7 +109,9 @@ def test_predict_cli_reports_bad_files_and_continues(bundle, tmp_path):
     good = _write_long_wav(tmp_path / "good.wav", 4)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not audio at all")
-    res = CliRunner().invoke(cli, ["predict", "--model", str(bundle), "--json", str(bad), str(good)])
+    res = CliRunner().invoke(
+        cli, ["predict", "--model", str(bundle), "--json", "--threads", "1", str(bad), str(good)]
+    )
     assert res.exit_code != 0
     rows = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
     assert "error" in rows[0] and rows[1]["clips"] == 1

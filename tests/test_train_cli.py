@@ -5,10 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from musicnas.cli import cli
 from musicnas.spaces.macro import MacroSpace
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one torch thread beats two that contend for a busy 2-core machine (5x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _json_in(output: str):
@@ -44,9 +54,11 @@ def test_train_writes_the_bundle_layout(trained):
 
 def test_resume_of_a_finished_run_and_mismatched_options(trained):
     out, _ = trained
-    res = CliRunner().invoke(cli, ["train", "--resume", str(out), "--device", "cpu"])
+    res = CliRunner().invoke(cli, ["train", "--resume", str(out), "--device", "cpu", "--threads", "1"])
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(cli, ["train", "--resume", str(out), "--lr", "0.3", "--device", "cpu"])
+    res = CliRunner().invoke(
+        cli, ["train", "--resume", str(out), "--lr", "0.3", "--device", "cpu", "--threads", "1"]
+    )
     assert res.exit_code != 0 and "different settings" in str(res.exception)
 
 
@@ -58,7 +70,19 @@ def test_train_needs_arch_data_out(tmp_path):
 def test_evaluate_writes_metrics_and_confusion(trained, tiny_cache):
     out, _ = trained
     res = CliRunner().invoke(
-        cli, ["evaluate", "--model", str(out), "--data", str(tiny_cache.root), "--split", "val", "--json"]
+        cli,
+        [
+            "evaluate",
+            "--model",
+            str(out),
+            "--data",
+            str(tiny_cache.root),
+            "--split",
+            "val",
+            "--json",
+            "--threads",
+            "1",
+        ],
     )
     assert res.exit_code == 0, res.output
     metrics = _json_in(res.output)
@@ -67,7 +91,9 @@ def test_evaluate_writes_metrics_and_confusion(trained, tiny_cache):
     n = len(tiny_cache.split_indices("val"))
     assert sum(map(sum, saved["confusion_matrix"])) == n == saved["clips"]
     assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
-    res = CliRunner().invoke(cli, ["evaluate", "--model", str(out), "--data", str(tiny_cache.root)])
+    res = CliRunner().invoke(
+        cli, ["evaluate", "--model", str(out), "--data", str(tiny_cache.root), "--threads", "1"]
+    )
     assert res.exit_code == 0 and "macro-F1" in res.output and "confusion matrix" in res.output
 
 

@@ -21,6 +21,15 @@ CONFIG = TrainConfig(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one torch thread beats two that contend for a busy 2-core machine (5x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class _Interrupt(Exception):
     pass
 
@@ -30,8 +39,8 @@ def _arch():
 
 
 @pytest.fixture(scope="module")
-def rt():
-    return setup("cpu", torch.get_num_threads())
+def rt(_one_thread):
+    return setup("cpu", 1)
 
 
 @pytest.fixture(scope="module")
