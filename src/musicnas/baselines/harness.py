@@ -45,6 +45,32 @@ RESULT_FILE = "result.json"
 SEARCH_METHODS = ("enas", "random_ws", "random_retrained")
 # cheap methods first, so a stopped benchmark has the floor and the hand CNN for every seed
 RUN_ORDER = ("logreg", "hand_cnn", "enas", "random_ws", "random_retrained")
+# the budget settings each method's result depends on: a finished run is reused when these (and the
+# data) are unchanged, so e.g. a new hand-CNN width reruns only the hand CNN
+_SPACE_KEYS = ("space", "num_layers", "channels", "num_branches")
+METHOD_BUDGET_KEYS: dict[str, tuple[str, ...]] = {
+    "logreg": (),
+    "hand_cnn": ("retrain_epochs", "batch_size", "cnn_channels", "cnn_blocks"),
+    "enas": (
+        "search_epochs",
+        "retrain_epochs",
+        "batch_size",
+        "derive_samples",
+        "controller_updates",
+        "controller_archs",
+        *_SPACE_KEYS,
+    ),  # fmt: skip
+    "random_ws": (
+        "search_epochs",
+        "retrain_epochs",
+        "batch_size",
+        "derive_samples",
+        "controller_updates",
+        "controller_archs",
+        *_SPACE_KEYS,
+    ),  # fmt: skip
+    "random_retrained": ("search_epochs", "retrain_epochs", "batch_size", "random_k", *_SPACE_KEYS),
+}
 
 
 @dataclass
@@ -374,15 +400,20 @@ def ranking_for_seed(bench: Bench, seed_dir: Path) -> dict | None:
 # the benchmark
 
 
-def _reusable(path: Path, budget: Budget, data_root: str) -> dict | None:
+def _reusable(path: Path, method: str, budget: Budget, data_root: str) -> dict | None:
     if not path.is_file():
         return None
     try:
         record = read_json(path, "benchmark run result")
     except MusicnasError:
         return None
-    if record.get("budget") != budget.to_dict() or record.get("data_root") != data_root:
+    saved = record.get("budget")
+    now = budget.to_dict()
+    if not isinstance(saved, dict) or record.get("data_root") != data_root:
         return None
+    if any(saved.get(key) != now[key] for key in METHOD_BUDGET_KEYS[method]):
+        return None
+    record["budget"] = now  # settings this method does not depend on may have changed
     return record
 
 
@@ -390,7 +421,7 @@ def run_one(bench: Bench, method: str, seed: int) -> dict:
     """Runs (or reuses) one (method, seed) into ``OUT/seed_S/METHOD``."""
     run_dir = bench.out / f"seed_{seed}" / method
     data_root = str(bench.data.root)
-    done = _reusable(run_dir / RESULT_FILE, bench.budget, data_root)
+    done = _reusable(run_dir / RESULT_FILE, method, bench.budget, data_root)
     if done is not None:
         log.info("reusing finished run %s", run_dir)
         return done
