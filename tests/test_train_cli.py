@@ -105,3 +105,19 @@ def test_export_cli_reports_the_difference(trained, tmp_path):
     assert res.exit_code == 0, res.output
     report = _json_in(res.output)
     assert report["max_abs_diff"] <= report["tolerance"] and (tmp_path / "m.onnx").is_file()
+
+
+def test_evaluate_refuses_a_cache_with_other_feature_options(trained, tiny_cache, tmp_path):
+    import shutil
+
+    out, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("evaluation.json", "confusion.png"))
+    meta = json.loads((other / "bundle.json").read_text())
+    meta["features"]["clip_hop_seconds"] = 1.5
+    (other / "bundle.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(
+        cli, ["evaluate", "--model", str(other), "--data", str(tiny_cache.root), "--threads", "1"]
+    )
+    assert res.exit_code != 0 and "other feature options" in str(res.exception)
+    assert not (other / "evaluation.json").exists()
