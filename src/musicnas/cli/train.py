@@ -139,9 +139,15 @@ def train(
         f"training {arch.space.type} architecture on {dataset.root} ({len(dataset.split_indices('train'))} train clips, "
         f"{dataset.num_classes} classes) for {config.epochs} epochs on {rt.device}"
     )
-    summary = train_arch(
-        arch, dataset, out, config, rt, seed=seed, resume=resume is not None, **model_opts, **space_kwargs
-    )
+    try:
+        summary = train_arch(
+            arch, dataset, out, config, rt, seed=seed, resume=resume is not None, **model_opts, **space_kwargs
+        )
+    except KeyboardInterrupt:
+        # the last finished epoch is in the checkpoint; say how to go on instead of a bare "aborted"
+        raise MusicnasError(
+            f"training interrupted; continue from the last finished epoch with: musicnas train --resume {out}"
+        ) from None
     val, test, cost = summary["val"], summary["test"], summary["cost"]
     click.echo(
         f"best epoch {summary['best_epoch']}/{summary['epochs_run']}"
