@@ -76,6 +76,30 @@ def test_rerun_with_fewer_tracks_removes_stale_files(tmp_path):
     assert json.loads((out / "synth.json").read_text())["classes"] == list(GENRES[:2])
 
 
+def test_interrupted_run_can_be_rerun(tmp_path, monkeypatch):
+    from musicnas.data.synth import dataset
+
+    real = dataset._write_track
+    calls = []
+
+    def flaky(job):
+        calls.append(job)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    out = tmp_path / "demo"
+    monkeypatch.setattr(dataset, "_write_track", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(out, seed=0, num_classes=2, tracks_per_class=2, seconds=1.0, workers=1)
+    with pytest.raises(MusicnasError, match="incomplete"):
+        load_manifest(out)
+    monkeypatch.setattr(dataset, "_write_track", real)
+    generate_dataset(out, seed=0, num_classes=2, tracks_per_class=2, seconds=1.0, workers=1)
+    assert load_manifest(out)["complete"] is True
+    assert len(list(out.rglob("*.wav"))) == 4
+
+
 def test_refuses_foreign_non_empty_folder(tmp_path):
     (tmp_path / "my_music").mkdir()
     (tmp_path / "my_music" / "song.wav").write_bytes(b"x")

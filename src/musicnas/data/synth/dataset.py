@@ -51,9 +51,9 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 def _remove_stale(out_dir: Path, keep: set[Path]) -> None:
-    """Deletes WAVs a previous synth run wrote that this run does not (fewer classes or tracks)."""
-    previous = read_json(out_dir / MANIFEST, "synth manifest")
-    for genre in previous.get("classes", []):
+    """Deletes WAVs an earlier synth run wrote that this run does not (fewer classes or tracks). Only
+    called on a folder holding synth.json, and only touches ``<genre>/<genre>_*.wav``."""
+    for genre in GENRES:
         folder = out_dir / genre
         if not folder.is_dir():
             continue
@@ -81,11 +81,11 @@ def generate_dataset(
             f"--classes must be between 2 and {len(GENRES)} (the demo genres: {', '.join(GENRES)}), got {num_classes}"
         )
     if tracks_per_class < 1:
-        raise MusicnasError(f"--tracks must be at least 1 per class, got {tracks_per_class}")
+        raise MusicnasError(f"--tracks-per-class must be at least 1, got {tracks_per_class}")
     if not 0 < seconds <= 600:
         raise MusicnasError(f"--seconds must be in (0, 600], got {seconds}")
     if sample_rate < 8000:
-        raise MusicnasError(f"--sample-rate must be at least 8000 Hz, got {sample_rate}")
+        raise MusicnasError(f"sample_rate must be at least 8000 Hz, got {sample_rate}")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     classes = list(GENRES[:num_classes])
@@ -100,6 +100,17 @@ def generate_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / MANIFEST).is_file():
         _remove_stale(out_dir, {track_path(out_dir, j[1], j[2]) for j in jobs})
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "complete": False,  # until every track is written: an interrupted run can simply be re-run
+        "seed": int(seed),
+        "classes": classes,
+        "tracks_per_class": int(tracks_per_class),
+        "seconds": float(seconds),
+        "sample_rate": int(sample_rate),
+    }
+    atomic_write_json(out_dir / MANIFEST, manifest)
     bar = progress(total=len(jobs), desc="composing demo music", unit="track")
     infos = []
     try:
@@ -115,16 +126,10 @@ def generate_dataset(
     finally:
         bar.close()
     elapsed = time.perf_counter() - start
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "seed": int(seed),
-        "classes": classes,
-        "tracks_per_class": int(tracks_per_class),
-        "seconds": float(seconds),
-        "sample_rate": int(sample_rate),
-        "tracks": infos,  # drawn parameters per track, in (class, index) order: no timings, so reruns match
-    }
+    manifest["complete"] = True
+    manifest["tracks"] = (
+        infos  # drawn parameters per track, in (class, index) order; no timings, so reruns match
+    )
     atomic_write_json(out_dir / MANIFEST, manifest)
     log.info("wrote %d demo tracks (%d classes) to %s in %.1f s", len(jobs), len(classes), out_dir, elapsed)
     return {
@@ -141,6 +146,10 @@ def load_manifest(out_dir) -> dict:
     data = read_json(Path(out_dir) / MANIFEST, "synth manifest")
     if data.get("format") != FORMAT:
         raise MusicnasError(f"{Path(out_dir) / MANIFEST} is not a musicnas synth manifest")
+    if not data.get("complete", False):
+        raise MusicnasError(
+            f"the demo music in {out_dir} is incomplete (generation was interrupted); run `musicnas data synth` again"
+        )
     return data
 
 
