@@ -100,17 +100,20 @@ def generate_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / MANIFEST).is_file():
         _remove_stale(out_dir, {track_path(out_dir, j[1], j[2]) for j in jobs})
+    # A provisional manifest marks the folder as ours while tracks are written, so an interrupted run can
+    # be re-run into it. It deliberately holds none of the run's settings: code that checks whether a
+    # folder already has the demo it wants (e.g. musicnas.demo) must not mistake it for a finished one.
+    atomic_write_json(out_dir / MANIFEST, {"format": FORMAT, "version": VERSION, "complete": False})
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "complete": False,  # until every track is written: an interrupted run can simply be re-run
+        "complete": True,
         "seed": int(seed),
         "classes": classes,
         "tracks_per_class": int(tracks_per_class),
         "seconds": float(seconds),
         "sample_rate": int(sample_rate),
     }
-    atomic_write_json(out_dir / MANIFEST, manifest)
     bar = progress(total=len(jobs), desc="composing demo music", unit="track")
     infos = []
     try:
@@ -126,10 +129,8 @@ def generate_dataset(
     finally:
         bar.close()
     elapsed = time.perf_counter() - start
-    manifest["complete"] = True
-    manifest["tracks"] = (
-        infos  # drawn parameters per track, in (class, index) order; no timings, so reruns match
-    )
+    # drawn parameters per track, in (class, index) order; no timings, so reruns give identical bytes
+    manifest["tracks"] = infos
     atomic_write_json(out_dir / MANIFEST, manifest)
     log.info("wrote %d demo tracks (%d classes) to %s in %.1f s", len(jobs), len(classes), out_dir, elapsed)
     return {
