@@ -94,6 +94,8 @@ def test_interrupted_run_can_be_rerun(tmp_path, monkeypatch):
         generate_dataset(out, seed=0, num_classes=2, tracks_per_class=2, seconds=1.0, workers=1)
     with pytest.raises(MusicnasError, match="incomplete"):
         load_manifest(out)
+    # the provisional manifest names no settings, so nobody can take the folder for a finished demo
+    assert "seed" not in json.loads((out / "synth.json").read_text())
     monkeypatch.setattr(dataset, "_write_track", real)
     generate_dataset(out, seed=0, num_classes=2, tracks_per_class=2, seconds=1.0, workers=1)
     assert load_manifest(out)["complete"] is True
