@@ -37,11 +37,13 @@ def _peak_rss_mib() -> float:
 
 def _synth(audio_dir: Path, seed: int, sizes: DemoSizes) -> None:
     from musicnas.data.synth import generate_dataset
+    from musicnas.data.synth.dataset import VERSION
 
     manifest = audio_dir / "synth.json"
     if manifest.is_file():
         done = read_json(manifest, "demo manifest")
         wanted = {
+            "version": VERSION,  # audio from another composer version is made again
             "seed": seed,
             "classes": done.get("classes", [])[: sizes.classes],
             "tracks_per_class": sizes.tracks_per_class,
