@@ -116,17 +116,16 @@ def _config_differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
 
 
 def place_model(model: nn.Module, rt: Runtime) -> nn.Module:
-    """Moves a model for training: channels_last on CUDA (Runtime.prepare_model), default layout on CPU.
-
-    On the CPU, torch 2.13's oneDNN backward of a stride-2 1x1 convolution in channels_last (the
-    factorized reduction of both spaces) corrupts the heap in about half of all runs (segfault,
-    "corrupted size vs. prev_size"); the default layout never did in our runs."""
-    return rt.prepare_model(model) if rt.is_cuda else model.to(rt.device)
+    """Moves a model for training in ``channels_last`` (Runtime.prepare_model; ~1.45x for micro nets on
+    CPU here). torch 2.13's CPU backward of a *strided 1x1* convolution in channels_last corrupts the
+    heap; the spaces' factorized reduction therefore subsamples first (spaces/ops.py), and a model of
+    another kind should do the same."""
+    return rt.prepare_model(model)
 
 
 def place_input(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """Moves an input batch to match :func:`place_model`."""
-    return rt.to_device(x) if rt.is_cuda else x.to(rt.device)
+    return rt.to_device(x)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
