@@ -30,7 +30,7 @@ from musicnas.runtime import MusicnasError
     default=None,
     help="Model bundle folder to write (required unless --resume gives it).",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs [default: 20].")
+@click.option("--epochs", type=int, default=None, help="Training epochs [default: 12].")
 @click.option(
     "--seed", type=int, default=None, help="Seed for initialisation, shuffling and augmentation [default: 0]."
 )
@@ -55,7 +55,7 @@ from musicnas.runtime import MusicnasError
     "--patience",
     type=int,
     default=None,
-    help="Stop after this many epochs without a better val accuracy, 0 never [default: 8].",
+    help="Stop after this many epochs without a better val accuracy, 0 never [default: 6].",
 )
 @click.option(
     "--cache",
