@@ -166,6 +166,8 @@ def test_finished_runs_are_reused_and_a_new_budget_reruns_what_depends_on_it(ben
     again = run_benchmark(cache, out, parse_budget(BUDGET), [0, 1], rt, show_progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.glob("seed_*/*/result.json")} == stamps
     assert again["rows"] == report["rows"]
+    assert (report["reused_runs"], again["reused_runs"]) == (0, 2 * len(METHODS))
+    assert again["runs_cpu_time"] == pytest.approx(report["runs_cpu_time"])
     # a new hand-CNN width reruns the hand CNN only
     other = parse_budget(BUDGET + ",cnn_channels=3")
     run_benchmark(
