@@ -163,8 +163,11 @@ def test_finished_runs_are_reused_and_a_new_budget_reruns_what_depends_on_it(ben
     out = tmp_path / "copy"  # leaves the shared benchmark as the other tests expect it
     shutil.copytree(original, out)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("seed_*/*/result.json")}
+    ranking_stamps = {p: p.stat().st_mtime_ns for p in out.glob("seed_*/ranking.json")}
     again = run_benchmark(cache, out, parse_budget(BUDGET), [0, 1], rt, show_progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.glob("seed_*/*/result.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in out.glob("seed_*/ranking.json")} == ranking_stamps
+    assert again["ranking"] == report["ranking"]
     assert again["rows"] == report["rows"]
     assert (report["reused_runs"], again["reused_runs"]) == (0, 2 * len(METHODS))
     assert again["runs_cpu_time"] == pytest.approx(report["runs_cpu_time"])
