@@ -159,3 +159,21 @@ def test_fixed_net_is_deterministic_in_eval_and_set_progress_is_noop():
     y = net(x)
     net.set_progress(0.5)
     assert torch.equal(net(x), y)
+
+
+def test_stride_two_stem_halves_the_input_and_extraction_still_matches():
+    from musicnas.spaces.macro import extract_subnet
+
+    torch.manual_seed(0)
+    space = MacroSpace(num_layers=3, channels=6, num_branches=6, stem_stride=2)
+    arch = space.sample(4)
+    assert MacroSpace.from_dict(space.to_dict()) == space
+    net = MacroSearchNet(space, in_channels=1, num_classes=3).eval()
+    x = torch.randn(2, 1, 17, 30)
+    assert net.stem(x).shape[-2:] == (9, 15)
+    torch.testing.assert_close(extract_subnet(net, arch).eval()(x), net(x, arch))
+    fixed = FixedMacroNet(arch, num_classes=3)
+    assert fixed.stem(x).shape[-2:] == (9, 15)
+    assert fixed(x).shape == (2, 3)
+    with pytest.raises(MusicnasError, match="stem_stride"):
+        MacroSpace(stem_stride=3)

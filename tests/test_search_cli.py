@@ -48,7 +48,7 @@ def test_search_cli_runs_resumes_and_extends(tiny_cache, tmp_path, capsys):
     recorded = json.loads((run / "config.json").read_text())
     assert recorded["search"]["epochs"] == 1 and recorded["search"]["seed"] == 4
     assert recorded["space"] == {"type": "macro", "num_layers": 2, "num_branches": 4, "whole_channels": True,
-                                 "channels": 4}  # fmt: skip
+                                 "channels": 4, "stem_stride": 2}  # fmt: skip
     assert recorded["data"]["classes"] == tiny_cache.classes
     arch = json.loads((run / "arch.json").read_text())
     assert arch["format"] == "musicnas-arch" and len(arch["flat"]) == 2 + 1

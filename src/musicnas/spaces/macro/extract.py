@@ -55,7 +55,7 @@ class ExtractedMacroNet(nn.Module):
         super().__init__()
         self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
         c = arch.space.channels
-        self.stem = ConvBN(in_channels, c, 3)
+        self.stem = ConvBN(in_channels, c, 3, stride=arch.space.stem_stride)
         self.layers = nn.ModuleList(
             ExtractedMacroLayer(arch, layer) for layer in range(arch.space.num_layers)
         )

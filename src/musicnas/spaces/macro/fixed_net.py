@@ -108,7 +108,7 @@ class FixedMacroNet(nn.Module):
         self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
         self.channels, self.dropout = width, dropout
         self.needed = arch.reductions_needed()
-        self.stem = ConvBN(in_channels, width, 3)
+        self.stem = ConvBN(in_channels, width, 3, stride=arch.space.stem_stride)
         self.layers = nn.ModuleList()
         self.reductions = nn.ModuleDict()
         for layer in range(arch.space.num_layers):

@@ -173,7 +173,7 @@ class MacroSearchNet(nn.Module):
             raise MusicnasError(f"MacroSearchNet needs a MacroSpace, got {type(space).__name__}")
         self.space, self.in_channels, self.num_classes = space, in_channels, num_classes
         c = space.channels
-        self.stem = ConvBN(in_channels, c, 3)
+        self.stem = ConvBN(in_channels, c, 3, stride=space.stem_stride)
         self.layers = nn.ModuleList(MacroSearchLayer(space, layer) for layer in range(space.num_layers))
         # one reduction per tensor [stem, L0 .. Lp] after pool layer p
         self.reductions = nn.ModuleDict(
