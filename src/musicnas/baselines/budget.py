@@ -40,6 +40,7 @@ class Budget:
     num_layers: int = 12  # search space size options
     channels: int = 36  # search network width (and fixed-net base width)
     num_branches: int = 6
+    stem_stride: int = 2  # macro: 2 halves the spectrogram in the stem (the cpu search preset); 1 = reference
     cnn_channels: int = 128  # hand CNN base width C (Won et al. use 128)
     cnn_blocks: int = 7
     controller_updates: int = 10  # controller updates per search epoch (random-WS: scoring passes)
@@ -79,6 +80,7 @@ PRESETS: dict[str, Budget] = {
         random_k=10,
         derive_samples=100,
         batch_size=128,
+        stem_stride=1,
         controller_updates=50,
         controller_archs=20,
     ),
@@ -91,8 +93,6 @@ PRESETS: dict[str, Budget] = {
         derive_samples=20,
         batch_size=32,
         num_layers=4,
-        # >= 16: torch 2.13's CPU channels_last 1x1 stride-2 conv (factorized reduction) corrupts
-        # memory in backward with fewer than 16 input channels
         channels=16,
         num_branches=4,
         # a quarter of Won et al.'s width: 36M MACs per clip, the same order as the searched networks

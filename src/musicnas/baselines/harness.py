@@ -49,7 +49,7 @@ SEARCH_METHODS = ("enas", "random_ws", "random_retrained")
 RUN_ORDER = ("logreg", "hand_cnn", "enas", "random_ws", "random_retrained")
 # the budget settings each method's result depends on: a finished run is reused when these (and the
 # data) are unchanged, so e.g. a new hand-CNN width reruns only the hand CNN
-_SPACE_KEYS = ("space", "num_layers", "channels", "num_branches")
+_SPACE_KEYS = ("space", "num_layers", "channels", "num_branches", "stem_stride")
 METHOD_BUDGET_KEYS: dict[str, tuple[str, ...]] = {
     "logreg": (),
     "hand_cnn": ("retrain_epochs", "batch_size", "cnn_channels", "cnn_blocks"),
@@ -107,6 +107,7 @@ def space_options(budget: Budget) -> dict:
             "channels": budget.channels,
             "num_branches": budget.num_branches,
             "whole_channels": True,
+            "stem_stride": budget.stem_stride,
         }
     if budget.space == "micro":
         return {"num_cells": budget.num_layers, "channels": budget.channels}
