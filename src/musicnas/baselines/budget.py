@@ -85,10 +85,10 @@ PRESETS: dict[str, Budget] = {
         controller_archs=20,
     ),
     "default": Budget(),
-    # demo data on 2 CPU cores in under 30 minutes for every method and 2 seeds
+    # demo data on 2 CPU cores in well under 30 minutes for every method and 3 seeds
     "reduced": Budget(
-        search_epochs=6,
-        retrain_epochs=6,
+        search_epochs=12,
+        retrain_epochs=10,
         random_k=6,
         derive_samples=20,
         batch_size=32,
