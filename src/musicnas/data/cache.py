@@ -48,6 +48,7 @@ from musicnas.data.splits import (
     write_splits_csv,
 )
 from musicnas.runtime import MusicnasError
+from musicnas.utils.io import atomic_write_text, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +103,6 @@ class _IncrementalNpy:
     def abort(self) -> None:
         with contextlib.suppress(OSError):
             self.fh.close()
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------- keys
@@ -399,7 +384,7 @@ def prepare(
 def _publish(tmp: Path, target: Path) -> None:
     """Renames the finished build into place. If another process finished the same cache first, keep
     theirs; if a damaged one is in the way, move it aside and delete it after the rename."""
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if target.exists():
         if _validate(target) is None:
             log.info("another run finished %s first; using it", target)
@@ -413,7 +398,7 @@ def _publish(tmp: Path, target: Path) -> None:
         if _validate(target) is None:  # lost a race to a concurrent prepare with the same key
             return
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _remove_stale_builds(cache_dir: Path) -> None:
@@ -502,8 +487,8 @@ def _build(
     mean, std = _band_statistics(features, np.flatnonzero(train))
     del features
 
-    _write_text(out / SPLITS_FILE, write_splits_csv(rows))
-    _write_text(out / FILES_FILE, _files_csv(files, file_clips, file_seconds, group_split))
+    atomic_write_text(out / SPLITS_FILE, write_splits_csv(rows))
+    atomic_write_text(out / FILES_FILE, _files_csv(files, file_clips, file_seconds, group_split))
     meta = {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
@@ -535,7 +520,7 @@ def _build(
         "complete": True,
     }
     # meta.json last: its presence (with complete=true) marks a finished build.
-    _write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     log.info(
         "prepared %d clips from %d files (%d skipped) in %.1f s",
         len(rows),
