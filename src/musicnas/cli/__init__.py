@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "arch": "musicnas.cli.arch:arch",
     "search": "musicnas.cli.search:search",
     "train": "musicnas.cli.train:train",
+    "extract": "musicnas.cli.extract:extract",
     "evaluate": "musicnas.cli.evaluate:evaluate",
     "predict": "musicnas.cli.predict:predict",
     "export": "musicnas.cli.export:export",

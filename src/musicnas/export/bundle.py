@@ -76,6 +76,27 @@ def build_enas_net(arch, in_channels: int, num_classes: int, channels=None, drop
     )
 
 
+@register_model_type("macro_subnet")
+@register_model_type("micro_subnet")
+def build_enas_subnet(
+    arch, in_channels: int, num_classes: int, channels=None, dropout: float = 0.0, **kwargs
+):
+    """The sub-network of an architecture cut out of its space's search network (shipped with the search's
+    shared weights, no retraining: see musicnas.export.subnet)."""
+    if arch is None:
+        raise MusicnasError("an extracted ENAS sub-network needs its architecture (arch.json)")
+    from musicnas.spaces import get_space_module
+
+    space = get_space_module(arch.space.type)
+    search_net = space.SearchNet(
+        arch.space, in_channels=in_channels, num_classes=num_classes, dropout=dropout
+    )
+    return space.extract_subnet(search_net, arch)
+
+
+ENAS_MODEL_TYPES = ("macro", "micro", "macro_subnet", "micro_subnet")
+
+
 @dataclass
 class ModelSpec:
     """How to rebuild a model: its registered type and JSON keyword arguments (``bundle.json["model"]``)."""
@@ -108,7 +129,7 @@ class ModelSpec:
 
     @property
     def is_enas(self) -> bool:
-        return self.type in ("macro", "micro")
+        return self.type in ENAS_MODEL_TYPES
 
     def to_dict(self, arch=None) -> dict:
         d = {
