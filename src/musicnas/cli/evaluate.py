@@ -7,17 +7,11 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import runtime_options
+from musicnas.cli.common import cache_option, model_option, runtime_options
 
 
 @click.command()
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Model bundle folder (written by `musicnas train`).",
-)
+@model_option
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
@@ -33,13 +27,7 @@ from musicnas.cli.common import runtime_options
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the full metrics as JSON instead of a table.")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Clips per forward pass.")
-@click.option(
-    "--cache",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".musicnas-cache"),
-    show_default=True,
-    help="Where prepared feature caches live.",
-)
+@cache_option
 @runtime_options
 def evaluate(model_dir, data, split, as_json, batch_size, cache, rt):
     """Evaluate a model bundle: clip accuracy, track accuracy (mean of a track's clip logits),

@@ -7,17 +7,12 @@ from pathlib import Path
 
 import click
 
+from musicnas.cli.common import model_option
 from musicnas.export.formats import DEFAULT_TOLERANCE, FORMATS
 
 
 @click.command()
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Model bundle folder (written by `musicnas train`).",
-)
+@model_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Export format.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write.")
 @click.option(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from musicnas.cli.common import cache_option
+
 
 @click.command()
 @click.option(
@@ -29,13 +31,7 @@ import click
     help="Architecture JSON to extract [default: RUN/arch.json].",
 )
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Data [default: the run's own].")
-@click.option(
-    "--cache",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".musicnas-cache"),
-    show_default=True,
-    help="Where prepared feature caches live (with --data).",
-)
+@cache_option
 def extract(run_dir, out, arch_path, data, cache):
     """Write a model bundle of the architecture's sub-network, cut out of the search network with the
     shared weights the search trained: a classifier with no retraining at all.

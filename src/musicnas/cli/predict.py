@@ -7,19 +7,13 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import runtime_options
+from musicnas.cli.common import model_option, runtime_options
 from musicnas.runtime import MusicnasError
 from musicnas.utils.logging import progress
 
 
 @click.command()
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Model bundle folder (written by `musicnas train`).",
-)
+@model_option
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=int, default=3, show_default=True, help="How many labels to show per file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (JSON lines).")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import runtime_options
+from musicnas.cli.common import cache_option, runtime_options
 from musicnas.runtime import MusicnasError
 
 
@@ -57,13 +57,7 @@ from musicnas.runtime import MusicnasError
     default=None,
     help="Stop after this many epochs without a better val accuracy, 0 never [default: 6].",
 )
-@click.option(
-    "--cache",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".musicnas-cache"),
-    show_default=True,
-    help="Where prepared feature caches live.",
-)
+@cache_option
 @runtime_options
 def train(
     arch_path,
