@@ -14,6 +14,7 @@ from torch import nn
 
 from musicnas.runtime import MusicnasError
 from musicnas.spaces.macro.arch import OP_NAMES, MacroArch
+from musicnas.spaces.macro.fixed_net import MacroLayerChain
 from musicnas.spaces.macro.search_net import BRANCHES, MacroSearchNet
 from musicnas.spaces.ops import ConvBN, FactorizedReduction, GlobalAvgPoolHead, conv2d
 
@@ -48,7 +49,7 @@ class ExtractedMacroLayer(nn.Module):
         return out
 
 
-class ExtractedMacroNet(nn.Module):
+class ExtractedMacroNet(MacroLayerChain):
     """A standalone network computing what the search network computes for one architecture."""
 
     def __init__(self, arch: MacroArch, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.0):
@@ -65,27 +66,6 @@ class ExtractedMacroNet(nn.Module):
         )
         self.head = GlobalAvgPoolHead(c, num_classes, dropout)
         self.aux_weight = 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise MusicnasError(
-                f"expected input [batch, {self.in_channels}, height, width], got {tuple(x.shape)}"
-            )
-        tensors: list[torch.Tensor | None] = [self.stem(x)]
-        for layer, module in enumerate(self.layers):
-            tensors.append(module(tensors[layer], [tensors[i] for i in self.arch.skip_sources(layer)]))
-            if layer in self.needed:
-                keep = set(self.needed[layer])
-                tensors = [
-                    self.reductions[f"{layer}_{t}"](v) if t in keep else None for t, v in enumerate(tensors)
-                ]
-        return self.head(tensors[-1])
-
-    def forward_train(self, x: torch.Tensor):
-        return self(x), None
-
-    def set_progress(self, progress: float) -> None:
-        """No drop-path schedule in the macro space."""
 
 
 def extract_subnet(search_net: MacroSearchNet, arch: MacroArch) -> ExtractedMacroNet:

@@ -83,7 +83,34 @@ class FixedMacroLayer(nn.Module):
         return out
 
 
-class FixedMacroNet(nn.Module):
+class MacroLayerChain(nn.Module):
+    """The forward pass shared by the fixed and the extracted macro networks: stem, layers fed by their
+    predecessor and skip tensors, per-tensor reductions after pool layers (only for tensors used later),
+    head. Subclasses build ``stem``, ``layers``, ``reductions``, ``needed``, ``head`` and set ``arch``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise MusicnasError(
+                f"expected input [batch, {self.in_channels}, height, width], got {tuple(x.shape)}"
+            )
+        tensors: list[torch.Tensor | None] = [self.stem(x)]
+        for layer, module in enumerate(self.layers):
+            tensors.append(module(tensors[layer], [tensors[i] for i in self.arch.skip_sources(layer)]))
+            if layer in self.needed:
+                keep = set(self.needed[layer])
+                tensors = [
+                    self.reductions[f"{layer}_{t}"](v) if t in keep else None for t, v in enumerate(tensors)
+                ]
+        return self.head(tensors[-1])
+
+    def forward_train(self, x: torch.Tensor):
+        return self(x), None
+
+    def set_progress(self, progress: float) -> None:
+        """No drop-path schedule in the macro space (kept for the FixedNet contract)."""
+
+
+class FixedMacroNet(MacroLayerChain):
     """``FixedMacroNet(arch, in_channels=1, num_classes=10, channels=None, dropout=0.1)``;
     ``channels`` defaults to the space's width and doubles at each pool layer."""
 
@@ -119,24 +146,3 @@ class FixedMacroNet(nn.Module):
                 width *= 2
         self.out_channels = width
         self.head = GlobalAvgPoolHead(width, num_classes, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise MusicnasError(
-                f"expected input [batch, {self.in_channels}, height, width], got {tuple(x.shape)}"
-            )
-        tensors: list[torch.Tensor | None] = [self.stem(x)]
-        for layer, module in enumerate(self.layers):
-            tensors.append(module(tensors[layer], [tensors[i] for i in self.arch.skip_sources(layer)]))
-            if layer in self.needed:
-                keep = set(self.needed[layer])
-                tensors = [
-                    self.reductions[f"{layer}_{t}"](v) if t in keep else None for t, v in enumerate(tensors)
-                ]
-        return self.head(tensors[-1])
-
-    def forward_train(self, x: torch.Tensor):
-        return self(x), None
-
-    def set_progress(self, progress: float) -> None:
-        """No drop-path schedule in the macro space (kept for the FixedNet contract)."""
