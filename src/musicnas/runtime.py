@@ -76,7 +76,9 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MusicnasError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        raise MusicnasError(
+            f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu or auto"
+        )
     return torch.device(name)
 
 

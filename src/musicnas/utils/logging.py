@@ -25,7 +25,9 @@ def setup_logging(verbosity: int = 0) -> None:
     root = logging.getLogger("musicnas")
     root.handlers.clear()
     handler = TqdmHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity > 0 else "%(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity > 0 else "%(message)s")
+    )
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
