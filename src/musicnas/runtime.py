@@ -26,8 +26,10 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
 
 # OpenMP threads that spin while they wait for each other collapse when any other process wants the same
-# cores: a training step of the demo's network went from 1.4 s to 5.7 s on 2 busy cores with the default
-# (active) policy, and stayed at 1.4 s with the passive one. Also read only at process start.
+# cores. benchmarks/omp_wait.py (demo network, 2 threads): with one competing busy process a step takes
+# 1.34-1.44x longer with the default (active) policy than with the passive one, and 4x longer on cores
+# shared with several jobs (5.7 s vs 1.4 s); on idle cores passive costs 2-18%. We take the robust one.
+# Also read only at process start; a user's own OMP_WAIT_POLICY is kept.
 OMP_WAIT_POLICY = "PASSIVE"
 
 
