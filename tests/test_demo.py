@@ -33,8 +33,11 @@ def test_demo_runs_every_stage_and_rerun_reuses_them(tmp_path):
 
     arch_before = (out / "search" / "arch.json").read_bytes()
     weights_before = (out / "model" / "model.safetensors").read_bytes()
+    audio_mtimes = {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.wav")}
     second = run_demo(out, rt, seed=3, sizes=sizes)
     assert (out / "search" / "arch.json").read_bytes() == arch_before
     assert (out / "model" / "model.safetensors").read_bytes() == weights_before
     assert second["test_clip_accuracy"] == first["test_clip_accuracy"]
     assert second["seconds"]["search"] < first["seconds"]["search"]
+    # the demo music was reused, not composed again
+    assert {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.wav")} == audio_mtimes

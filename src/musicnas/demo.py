@@ -36,7 +36,7 @@ def _peak_rss_mib() -> float:
 
 
 def _synth(audio_dir: Path, seed: int, sizes: DemoSizes) -> None:
-    from musicnas.data.synth import generate_dataset
+    from musicnas.data.synth import GENRES, generate_dataset
     from musicnas.data.synth.dataset import VERSION
 
     manifest = audio_dir / "synth.json"
@@ -45,11 +45,11 @@ def _synth(audio_dir: Path, seed: int, sizes: DemoSizes) -> None:
         wanted = {
             "version": VERSION,  # audio from another composer version is made again
             "seed": seed,
-            "classes": done.get("classes", [])[: sizes.classes],
+            "classes": list(GENRES[: sizes.classes]),
             "tracks_per_class": sizes.tracks_per_class,
             "seconds": float(sizes.seconds),
         }
-        if all(done.get(k) == v for k, v in wanted.items()) and len(done.get("classes", [])) == sizes.classes:
+        if all(done.get(k) == v for k, v in wanted.items()):
             log.info("demo music already in %s: reusing it", audio_dir)
             return
     generate_dataset(
