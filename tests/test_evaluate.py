@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from musicnas.runtime import MusicnasError
-from musicnas.training.evaluate import aggregate_tracks, compute_metrics, label_map_for, plot_confusion
+from musicnas.training.evaluate import (
+    aggregate_tracks,
+    compute_metrics,
+    file_ids_of,
+    label_map_for,
+    plot_confusion,
+)
 
 
 def test_track_aggregation_averages_clip_logits_per_track():
@@ -72,3 +78,26 @@ def test_label_map_by_class_name():
 def test_confusion_png_is_written(tmp_path):
     plot_confusion([[3, 1], [0, 4]], ["a", "b"], tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_file_accuracy_aggregates_clips_per_file_within_a_track():
+    # one track group of two files: file A's clips say class 1 (right), file B's say class 0 (wrong);
+    # the track's mean logits lean to class 1, so the track is right while only half the files are.
+    logits = np.array([[0.0, 2.0], [0.0, 2.0], [1.0, 0.0], [1.0, 0.0]])
+    labels = np.array([1, 1, 1, 1])
+    m = compute_metrics(logits, labels, np.zeros(4, dtype=int), ["x", "y"], file_ids=np.array([5, 5, 9, 9]))
+    assert m["files"] == 2 and m["tracks"] == 1
+    assert m["track_accuracy"] == 1.0
+    assert m["file_accuracy"] == 0.5
+    assert m["file_confusion_matrix"] == [[0, 0], [1, 1]]
+
+
+def test_file_ids_of_groups_identical_paths():
+    ids = file_ids_of(["b.wav", "a.wav", "b.wav", "c.wav"])
+    assert ids[0] == ids[2] and len(set(ids.tolist())) == 3
+
+
+def test_without_file_ids_files_are_the_tracks():
+    logits = np.array([[0.0, 2.0], [1.0, 0.0]])
+    m = compute_metrics(logits, np.array([1, 1]), np.array([0, 1]), ["x", "y"])
+    assert m["files"] == 2 and m["file_accuracy"] == m["track_accuracy"] == 0.5

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from musicnas.baselines.logreg import clip_statistics, logmel_stats_logreg, track_accuracy
+from musicnas.baselines.logreg import (
+    clip_statistics,
+    file_floor,
+    file_statistics,
+    logmel_stats_logreg,
+    track_accuracy,
+)
 from musicnas.runtime import MusicnasError
 
 
@@ -23,6 +29,7 @@ class FakeCache:
         self.classes = classes
         self.num_classes = len(classes)
         self.config = SimpleNamespace(n_mels=self.features.shape[1])
+        self.paths = [f"track{t}.wav" for t in self.track_ids]  # one file per track
 
     def split_indices(self, split):
         return np.flatnonzero(self.splits == split)
@@ -104,3 +111,28 @@ def test_on_a_prepared_cache(tiny_cache):
     assert result["classes"] == tiny_cache.classes
     assert result["train"]["clip_acc"] >= 0.9
     assert result["test"]["clip_acc"] > 2 * result["chance"]  # tones of three registers are easy
+
+
+def test_file_statistics_pool_every_frame_of_a_file():
+    cache = _blobs(clips=3)
+    idx = np.arange(6)  # track 0 (clips 0-2) and track 1 (clips 3-5), one file each
+    stats, labels = file_statistics(cache, idx, batch_size=2)
+    assert stats.shape == (2, 24) and labels.tolist() == [0, 0]
+    x = cache.features[:3]  # [3 clips, n_mels, frames] of the first file
+    frames = np.concatenate(list(x), axis=1)
+    np.testing.assert_allclose(stats[0, :8], frames.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(stats[0, 8:16], frames.std(axis=1), rtol=1e-4)
+    mad = np.abs(np.diff(x, axis=2)).sum(axis=(0, 2)) / (3 * (x.shape[2] - 1))  # no delta across clips
+    np.testing.assert_allclose(stats[0, 16:], mad, rtol=1e-5)
+
+
+def test_file_floor_separates_and_reports_files():
+    result = file_floor(_blobs(), seed=0)
+    assert result["features"] == 24
+    assert result["test"]["files"] == 6 and result["test"]["file_acc"] == 1.0
+
+
+def test_file_floor_on_noise_stays_near_chance():
+    cache = _blobs(n_tracks_per_class=30, noise=1.0)
+    cache.features = np.random.default_rng(2).standard_normal(cache.features.shape).astype(np.float32)
+    assert file_floor(cache, seed=0)["test"]["file_acc"] < 0.75

@@ -48,9 +48,13 @@ def evaluate(model_dir, data, split, as_json, batch_size, cache, rt):
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
-    click.echo(f"{split} split of {dataset.root}: {metrics['clips']} clips, {metrics['tracks']} tracks")
     click.echo(
-        f"clip accuracy {metrics['clip_accuracy']:.4f}   track accuracy {metrics['track_accuracy']:.4f}   "
+        f"{split} split of {dataset.root}: {metrics['clips']} clips, {metrics['files']} files, "
+        f"{metrics['tracks']} tracks"
+    )
+    click.echo(
+        f"clip accuracy {metrics['clip_accuracy']:.4f}   file accuracy {metrics['file_accuracy']:.4f}   "
+        f"track accuracy {metrics['track_accuracy']:.4f}   "
         f"macro-F1 {metrics['macro_f1']:.4f}"
     )
     width = max(len(c) for c in metrics["classes"]) + 2

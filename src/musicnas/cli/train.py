@@ -146,11 +146,13 @@ def train(
     click.echo(
         f"best epoch {summary['best_epoch']}/{summary['epochs_run']}"
         + (" (stopped early)" if summary["stopped_early"] else "")
-        + f": val clip acc {val['clip_accuracy']:.3f}, track acc {val['track_accuracy']:.3f}"
+        + f": val clip acc {val['clip_accuracy']:.3f}, file acc {val['file_accuracy']:.3f}, "
+        f"track acc {val['track_accuracy']:.3f}"
     )
     if test is not None:
         click.echo(
-            f"test: clip acc {test['clip_accuracy']:.3f}, track acc {test['track_accuracy']:.3f}, "
+            f"test: clip acc {test['clip_accuracy']:.3f}, file acc {test['file_accuracy']:.3f}, "
+            f"track acc {test['track_accuracy']:.3f}, "
             f"macro-F1 {test['macro_f1']:.3f}"
         )
     macs = f", {cost['macs'] / 1e6:.1f} M MACs" if cost and cost.get("macs") else ""

@@ -1,7 +1,10 @@
-"""Clip- and track-level metrics of a classifier on a split of a feature cache.
+"""Clip-, file- and track-level metrics of a classifier on a split of a feature cache.
 
-A track is classified by the mean of its clips' logits (enas-reference.md section 6); clip accuracy,
-track accuracy, macro-F1, per-class precision/recall and the confusion matrix come from scikit-learn.
+A file (what a user hands to ``musicnas predict``) and a track group (the unit splits keep together) are
+each classified by the mean of their clips' logits (enas-reference.md section 6), as ``predict`` does.
+Per-file accuracy is the figure that counts for a user; where every file is its own group, file and
+track figures coincide. Clip accuracy, file and track accuracy, macro-F1, per-class precision/recall and
+the confusion matrices come from scikit-learn.
 """
 
 from __future__ import annotations
@@ -40,10 +43,24 @@ def aggregate_tracks(
     return uniq, sums / counts[:, None], track_labels
 
 
+def file_ids_of(paths) -> np.ndarray:
+    """One integer id per distinct audio file path (clips of one file share it)."""
+    _, ids = np.unique(np.asarray(paths, dtype=object).astype(str), return_inverse=True)
+    return ids.astype(np.int64)
+
+
 def compute_metrics(
-    logits: np.ndarray, labels: np.ndarray, track_ids: np.ndarray, classes: list[str]
+    logits: np.ndarray,
+    labels: np.ndarray,
+    track_ids: np.ndarray,
+    classes: list[str],
+    file_ids: np.ndarray | None = None,
 ) -> dict:
-    """Every metric `musicnas evaluate` reports, as plain JSON-ready Python values."""
+    """Every metric `musicnas evaluate` reports, as plain JSON-ready Python values.
+
+    ``file_ids`` (one per clip, e.g. :func:`file_ids_of` of the clips' paths) adds the per-file figures
+    ``files``, ``file_accuracy``, ``file_macro_f1`` and ``file_confusion_matrix``; without them the files
+    are taken to be the tracks."""
     logits = np.asarray(logits)
     labels = np.asarray(labels, dtype=np.int64)
     if logits.shape[0] == 0:
@@ -56,14 +73,22 @@ def compute_metrics(
     )
     tids, tlogits, tlabels = aggregate_tracks(logits, labels, track_ids)
     tpred = tlogits.argmax(axis=1)
+    if file_ids is None:
+        fids, fpred, flabels = tids, tpred, tlabels
+    else:
+        fids, flogits, flabels = aggregate_tracks(logits, labels, np.asarray(file_ids))
+        fpred = flogits.argmax(axis=1)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return {
         "clips": int(labels.size),
         "tracks": int(tids.size),
         "clip_accuracy": float(accuracy_score(labels, pred)),
+        "files": int(fids.size),
+        "file_accuracy": float(accuracy_score(flabels, fpred)),
         "track_accuracy": float(accuracy_score(tlabels, tpred)),
         "macro_f1": float(f1_score(labels, pred, labels=all_labels, average="macro", zero_division=0)),
+        "file_macro_f1": float(f1_score(flabels, fpred, labels=all_labels, average="macro", zero_division=0)),
         "track_macro_f1": float(
             f1_score(tlabels, tpred, labels=all_labels, average="macro", zero_division=0)
         ),
@@ -80,6 +105,7 @@ def compute_metrics(
         "classes": list(classes),
         # rows: true class, columns: predicted class (scikit-learn's convention)
         "confusion_matrix": confusion_matrix(labels, pred, labels=all_labels).tolist(),
+        "file_confusion_matrix": confusion_matrix(flabels, fpred, labels=all_labels).tolist(),
         "track_confusion_matrix": confusion_matrix(tlabels, tpred, labels=all_labels).tolist(),
     }
 
@@ -149,7 +175,11 @@ def evaluate_split(
     if label_map is not None:
         labels = label_map[labels]
     metrics = compute_metrics(
-        logits, labels, np.asarray(data.track_ids)[indices], classes or list(data.classes)
+        logits,
+        labels,
+        np.asarray(data.track_ids)[indices],
+        classes or list(data.classes),
+        file_ids=file_ids_of([data.paths[i] for i in indices]),
     )
     metrics["split"] = split
     return metrics
