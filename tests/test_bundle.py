@@ -13,7 +13,8 @@ from torch import nn
 
 import musicnas
 from musicnas.data.features import FeatureConfig
-from musicnas.export.bundle import ModelSpec, register_model_type, save_bundle
+from musicnas.export.bundle import save_bundle
+from musicnas.models import ModelSpec, register_model_type
 from musicnas.runtime import MusicnasError
 from musicnas.spaces.macro import MacroSpace
 
@@ -32,7 +33,7 @@ def _one_thread():
 
 def _tiny_macro(seed=0):
     arch = MacroSpace(num_layers=2, num_branches=6, channels=4).sample(seed)
-    from musicnas.export.bundle import build_model
+    from musicnas.models import build_model
 
     torch.manual_seed(seed)
     spec = ModelSpec.for_arch(arch, in_channels=1, num_classes=3, channels=4, dropout=0.1)

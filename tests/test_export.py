@@ -9,8 +9,9 @@ import torch
 
 import musicnas
 from musicnas.data.features import FeatureConfig, LogMel
-from musicnas.export.bundle import ModelSpec, build_model, save_bundle
+from musicnas.export.bundle import save_bundle
 from musicnas.export.formats import DFTLogMel, export_model
+from musicnas.models import ModelSpec, build_model
 from musicnas.runtime import MusicnasError
 
 CONFIG = FeatureConfig()

@@ -15,7 +15,8 @@ from torch import nn
 import musicnas
 from musicnas.cli import cli
 from musicnas.data.features import FeatureConfig
-from musicnas.export.bundle import ModelSpec, build_model, register_model_type, save_bundle
+from musicnas.export.bundle import save_bundle
+from musicnas.models import ModelSpec, build_model, register_model_type
 
 CONFIG = FeatureConfig()
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from musicnas.export.bundle import ModelSpec, register_model_type
+from musicnas.models import ModelSpec, register_model_type
 from musicnas.runtime import MusicnasError
 
 MODEL_TYPE = "short_chunk_res_cnn"

@@ -16,7 +16,8 @@ def bundle_from_search(run_dir: str | os.PathLike, out_dir: str | os.PathLike, d
     """Writes a model bundle of ``arch`` (default: the run's ``arch.json``) with the shared weights of the
     search run's last checkpoint. ``data`` (a FeatureCache) gives classes, feature options and
     normalisation; by default the run's own data is opened."""
-    from musicnas.export.bundle import ModelSpec, save_bundle
+    from musicnas.export.bundle import save_bundle
+    from musicnas.models import ModelSpec
     from musicnas.search.enas import load_run_config
     from musicnas.spaces import get_space_module, load_arch
 
