@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import sys
 from dataclasses import dataclass
 
@@ -96,12 +95,31 @@ def setup(device: str = "auto", threads: int | None = None) -> Runtime:
     return Runtime(device=dev, threads=n)
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds the global generators. Project code draws from explicit generators made by
-    :func:`make_generator`; this only covers third-party code that uses the global ones."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+# Every stream of random numbers derived from a run's seed, by name, in one table, so no two of them can
+# collide. The numbers are part of what a seed means: changing one changes every run that uses it.
+SEED_STREAMS: dict[str, int] = {
+    "search.train_order": 1,  # per-epoch order of the shared weights' training clips
+    "search.val_order": 2,  # per-epoch order of the controller's validation batches
+    "search.score_order": 3,  # the fixed validation batches candidates are scored on
+    "search.controller": 11,  # the controller's own generator
+    "search.torch": 12,  # torch's global generator during a search (dropout)
+    "search.init": 13,  # initial weights of the search network and the controller
+    "search.uniform_controller": 21,  # random search with weight sharing: the uniform controller
+    "benchmark.random_archs": 31,  # the k architectures of random search without weight sharing
+}
+assert len(set(SEED_STREAMS.values())) == len(SEED_STREAMS), "two seed streams share a number"
+
+
+def stream_rng(seed: int, stream_name: str, *extra: int) -> np.random.Generator:
+    """A numpy generator for stream ``stream_name`` of ``seed`` (``extra``: e.g. the epoch)."""
+    if stream_name not in SEED_STREAMS:
+        raise KeyError(f"unknown seed stream {stream_name!r}; add it to runtime.SEED_STREAMS")
+    return np.random.default_rng([int(seed), SEED_STREAMS[stream_name], *(int(e) for e in extra)])
+
+
+def derive_seed(seed: int, stream_name: str) -> int:
+    """An independent seed for stream ``stream_name``, derived from the one run seed."""
+    return int(stream_rng(seed, stream_name).integers(0, 2**31 - 1))
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
