@@ -292,3 +292,57 @@ def test_derive_every_epoch_logs_scores_without_changing_the_search(reference_ru
     ref_rows = read_rows(ref_dir / "metrics_epochs.jsonl")
     assert [{k: v for k, v in r.items() if not k.startswith("derived_")} for r in rows] == ref_rows
     assert json.loads((tmp_path / "arch.json").read_text()) == json.loads((ref_dir / "arch.json").read_text())
+
+
+def cost_aware_config(**overrides) -> SearchConfig:
+    """A cost-aware reward and child dropout: scoring an architecture needs its cost, and dropout draws
+    from torch's global generator, so any RNG use of the cost counting would show in the child losses."""
+    values = dict(reward="tunas", cost_metric="params", cost_target=1000.0, child_dropout=0.5)
+    values.update(overrides)
+    return tiny_config(**values)
+
+
+@pytest.fixture(scope="module")
+def cost_aware_run(data, rt, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cost_aware")
+    run_search(cost_aware_config(), data, run_dir, rt)
+    return run_dir
+
+
+@pytest.mark.parametrize("phase,epoch,step", [("child", 1, 1), ("controller", 1, 0)])
+def test_cost_aware_search_with_dropout_resumes_bit_identically(
+    cost_aware_run, data, rt, tmp_path, phase, epoch, step
+):
+    with pytest.raises(Kill):
+        run_search(cost_aware_config(), data, tmp_path, rt, callback=kill_at(phase, epoch, step))
+    # the checkpoint carries the costs met so far, so the resumed run does not count them again
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["costs"] and all(c["params"] > 0 for c in state["costs"].values())
+    run_search(cost_aware_config(), data, tmp_path, rt, resume=True)
+    assert run_outputs(tmp_path) == run_outputs(cost_aware_run)
+
+
+def test_derive_every_epoch_does_not_change_a_cost_aware_search_with_dropout(
+    cost_aware_run, data, rt, tmp_path
+):
+    run_search(cost_aware_config(derive_every_epoch=True), data, tmp_path, rt)
+    observed = run_outputs(tmp_path)
+    reference = run_outputs(cost_aware_run)
+    # the child losses (dropout masks) and every controller step are the same as without observing
+    assert observed["metrics_steps.jsonl"] == reference["metrics_steps.jsonl"]
+    strip = [
+        {k: v for k, v in r.items() if not k.startswith("derived_")} for r in observed["metrics_epochs.jsonl"]
+    ]
+    assert strip == reference["metrics_epochs.jsonl"]
+    assert all("derived_best" in r for r in observed["metrics_epochs.jsonl"])
+    assert observed["arch"] == reference["arch"] and observed["candidates"] == reference["candidates"]
+
+
+def test_cost_counting_leaves_the_global_generator_alone(data, rt, tmp_path):
+    from musicnas.search.enas import SearchRun
+
+    search = SearchRun(cost_aware_config(), data, tmp_path, rt)
+    arch = search.space.sample(0)
+    before = torch.get_rng_state()
+    cost = search.cost(arch)
+    assert torch.equal(torch.get_rng_state(), before) and cost.params > 0

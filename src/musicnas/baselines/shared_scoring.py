@@ -32,7 +32,7 @@ def shared_weight_accuracies(run_dir, archs, data, rt: Runtime) -> list[float]:
             raise MusicnasError(
                 f"architecture of space {arch.space} cannot be scored in the search space {search.space}"
             )
-    batches = [search._batch(indices) for indices in search.val_batches(0)]
+    batches = [search.score_batch(indices) for indices in search.val_batches(0)]
     total = sum(len(y) for _, y in batches)
     scores = []
     for arch in archs:

@@ -144,20 +144,17 @@ def search(
     A killed search continues with: musicnas search --resume RUN
     """
     from musicnas.search.config import resolve_config
-    from musicnas.search.enas import load_run_config, run_search
+    from musicnas.search.enas import run_search
 
+    config, given = None, None
     if resume_dir is not None:
         if out_dir is not None and Path(out_dir) != Path(resume_dir):
             raise MusicnasError(
                 "--resume RUN continues RUN in place; drop --out (or give the same directory)"
             )
-        base = load_run_config(resume_dir)
-        overrides = {"epochs": epochs, "data": str(data_path) if data_path else None, "cache_dir": cache_dir,
-                     "checkpoint_every_steps": checkpoint_every}  # fmt: skip
-        values = base.to_dict()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values["max_steps"] = None  # a stop set by the invocation that wrote the run, not by this one
-        config = type(base).from_dict(values)
+        # run_search merges these into the run's own config (None: keep the run's value)
+        given = {"epochs": epochs, "data": str(data_path) if data_path else None, "cache_dir": cache_dir,
+                 "checkpoint_every_steps": checkpoint_every}  # fmt: skip
         out = Path(resume_dir)
     else:
         if data_path is None:
@@ -179,7 +176,7 @@ def search(
         }
         config = resolve_config(preset, space, config_file, overrides)
         out = Path(out_dir) if out_dir is not None else Path("runs/search")
-    result = run_search(config, None, out, rt, resume=resume_dir is not None)
+    result = run_search(config, None, out, rt, resume=resume_dir is not None, overrides=given)
     if result.get("stopped"):
         click.echo(
             f"stopped after {result['child_steps']} steps; continue with: musicnas search --resume {out}"

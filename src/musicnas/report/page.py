@@ -22,13 +22,11 @@ from musicnas.report.diagrams import draw_arch
 from musicnas.report.figures import PNG_SIGNATURE
 from musicnas.report.inputs import BundleInputs, ReportInputs, RunInputs, as_number
 from musicnas.runtime import MusicnasError
+from musicnas.search.controller import DEFAULT_SKIP_TARGET
 
 log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 20
-# The macro controller's default prior on skip probability (enas-reference.md §3), drawn on the skip-rate
-# plot when the run's config does not override it.
-MACRO_SKIP_TARGET = 0.4
 MAX_SUMMARY_ROWS = 40
 
 CSS = """
@@ -216,7 +214,7 @@ def search_section(run: RunInputs | None) -> Section:
     skip_target = as_number(_config_value(run.config, "skip_target"))
     space = (run.config or {}).get("space")
     if skip_target is None and isinstance(space, dict) and space.get("type") == "macro":
-        skip_target = MACRO_SKIP_TARGET
+        skip_target = DEFAULT_SKIP_TARGET  # the controller's default prior
     body = []
     png = plots.search_curves(run.steps, run.epochs, run.root, skip_target=skip_target)
     if png is None:

@@ -24,7 +24,11 @@ from torch import nn
 
 from musicnas.runtime import MusicnasError, make_generator
 
+# The reference's prior on the share of skip connections a macro architecture uses (enas-reference.md §3).
+DEFAULT_SKIP_TARGET = 0.4
+
 __all__ = [
+    "DEFAULT_SKIP_TARGET",
     "Controller",
     "ControllerSample",
     "DecisionPass",
@@ -124,6 +128,8 @@ class Controller(nn.Module):
     Subclasses set ``space`` and implement :meth:`_walk`; optionally :meth:`arch_stats`.
     """
 
+    kind = "lstm"  # recorded in a search run's config.json
+
     def __init__(self, space, seed: int = 0):
         super().__init__()
         self.space = space
@@ -217,7 +223,7 @@ class MacroController(Controller):
         lstm_size: int = 64,
         tanh_constant: float | None = 1.5,
         temperature: float | None = None,
-        skip_target: float = 0.4,
+        skip_target: float = DEFAULT_SKIP_TARGET,
         init_range: float = 0.1,
     ):
         super().__init__(space, seed)
@@ -331,19 +337,7 @@ class MacroController(Controller):
         return get_space_module("macro").Arch.from_flat(flat, self.space)
 
     def arch_stats(self, arch) -> dict:
-        return {"skip_rate": self.skip_rate(arch)}
-
-    def skip_rate(self, arch) -> float:
-        """Share of the possible skip connections that ``arch`` uses (from the flat encoding)."""
-        flat = list(arch.to_flat())
-        per_layer_head = 1 if self.whole_channels else 2 * self.num_branches
-        pos, used, total = 0, 0, 0
-        for layer in range(self.num_layers):
-            pos += per_layer_head
-            used += sum(int(bool(b)) for b in flat[pos : pos + layer])
-            total += layer
-            pos += layer
-        return used / total if total else 0.0
+        return {"skip_rate": arch.skip_rate}
 
 
 def make_controller(space, seed: int = 0, **kwargs) -> Controller:

@@ -13,6 +13,7 @@ import logging
 import numpy as np
 import torch
 
+from musicnas.search.enas import rank_seen
 from musicnas.utils.io import atomic_write_json
 from musicnas.utils.logging import progress
 
@@ -21,10 +22,8 @@ log = logging.getLogger(__name__)
 
 def score_batches(search) -> list:
     """The fixed validation batches every candidate is scored on (same for all, from the run's seed)."""
-    from musicnas.search.enas import SCORE_ORDER
-
-    chosen = search.val_batches(0, stream=SCORE_ORDER)[: search.config.derive_batches]
-    return [search._batch(indices) for indices in chosen]
+    chosen = search.val_batches(0, stream="search.score_order")[: search.config.derive_batches]
+    return [search.score_batch(indices) for indices in chosen]
 
 
 def score_arch(search, arch, batches) -> tuple[float, float]:
@@ -54,10 +53,7 @@ def derive(search) -> tuple[list[dict], dict]:
     # stable sort: equal scores keep sampling order, so the result is repeatable
     derived = sorted(scored.values(), key=lambda c: -c["score"])[: cfg.derive_top_k]
 
-    seen_ranked = sorted(
-        search.state.seen.items(),
-        key=lambda kv: (-kv[1]["sum"] / max(kv[1]["count"], 1), -kv[1]["count"], kv[0]),
-    )[: cfg.keep_seen]
+    seen_ranked = rank_seen(search.state.seen)[: cfg.keep_seen]
     candidates = {c["arch"].key(): c for c in derived}
     arch_cls = search.space_module.Arch
     for key, entry in seen_ranked:
@@ -104,11 +100,6 @@ def derive_snapshot(search) -> dict:
     return {"derived_best": float(max(scores)), "derived_mean": float(np.mean(scores))}
 
 
-def _cost_dict(search, arch) -> dict | None:
-    cost = search.cost(arch)
-    return {"params": int(cost.params), "macs": int(cost.macs)}
-
-
 def derive_and_write(search) -> dict:
     """Derives, writes ``arch.json`` and ``candidates.json`` into the run directory, returns a summary."""
     ranked, info = derive(search)
@@ -119,7 +110,7 @@ def derive_and_write(search) -> dict:
             "score": cand["score"],
             "accuracy": cand["accuracy"],
             "source": cand["source"],
-            "cost": _cost_dict(search, cand["arch"]),
+            "cost": search.cost(cand["arch"]).to_dict(),
         }
         for extra in ("search_score", "search_evaluations"):
             if extra in cand:

@@ -14,7 +14,6 @@ the controller through the :class:`~musicnas.search.controller.Controller` contr
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -29,10 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from musicnas import runtime as runtime_mod
-from musicnas.runtime import MusicnasError, Runtime
+from musicnas.runs import RngState, RunDir, merge_resume
+from musicnas.runtime import MusicnasError, Runtime, derive_seed, stream_rng
 from musicnas.search.config import SearchConfig
 from musicnas.search.controller import Controller, make_controller
 from musicnas.search.rewards import make_reward
+from musicnas.spaces.cost import Cost, count_cost
 from musicnas.utils.io import atomic_write_json, load_checkpoint, read_json, save_checkpoint
 from musicnas.utils.logging import progress
 
@@ -44,9 +45,6 @@ FORMAT_VERSION = 1
 METRIC_FILES = ("metrics_steps.jsonl", "metrics_epochs.jsonl", "controller_probs.jsonl")
 # config keys that may change when a run is resumed (they do not change what has been computed so far)
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "checkpoint_every_steps", "tensorboard", "data", "cache_dir")
-
-# streams of the per-epoch data orders: np.random.default_rng([seed, stream, epoch])
-TRAIN_ORDER, VAL_ORDER, SCORE_ORDER = 1, 2, 3
 
 StepCallback = Callable[[dict], None]
 SEEN_LIMIT_MIN, SEEN_LIMIT_FACTOR = 500, 50
@@ -86,9 +84,9 @@ def batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndar
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(n)]
 
 
-def epoch_order(indices: np.ndarray, seed: int, stream: int, epoch: int) -> np.ndarray:
+def epoch_order(indices: np.ndarray, seed: int, stream: str, epoch: int) -> np.ndarray:
     """A permutation of ``indices`` that depends only on (seed, stream, epoch)."""
-    rng = np.random.default_rng([int(seed), int(stream), int(epoch)])
+    rng = stream_rng(seed, stream, epoch)
     return indices[rng.permutation(len(indices))]
 
 
@@ -165,7 +163,10 @@ def reinforce_update(
 
 
 class SearchRun:
-    """One ENAS search in one run directory. Use :func:`run_search`."""
+    """One ENAS search in one run directory. Use :func:`run_search`.
+
+    ``controller`` replaces the LSTM controller of ``config`` (e.g. the uniform controller of random
+    search with weight sharing); a controller without parameters is never updated, only sampled."""
 
     def __init__(
         self,
@@ -173,26 +174,25 @@ class SearchRun:
         data,
         out_dir: str | os.PathLike,
         rt: Runtime,
+        controller: Controller | None = None,
         callback: StepCallback | None = None,
     ):
         self.config = config.validate()
         self.data = data
         self.out = Path(out_dir)
+        self.run_dir = RunDir(self.out, METRIC_FILES)
         self.rt = rt
         self.callback = callback
-        self.space_module = _space_module(config.space)
-        try:
-            self.space = self.space_module.Space.from_dict({"type": config.space, **config.space_options})
-        except TypeError as exc:
-            raise MusicnasError(
-                f"space_options {config.space_options} do not fit the {config.space} space: {exc}"
-            ) from exc
+        self.space = search_space(self.config)
+        from musicnas.spaces import get_space_module
+
+        self.space_module = get_space_module(self.space.type)
         self.input_shape = tuple(int(v) for v in data.input_shape)
         self.num_classes = int(data.num_classes)
         # Initial weights come from the global torch generator inside the modules' constructors: seed it
         # from the run's seed in a forked RNG scope, so the init is repeatable and global state untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_derived_seed(config.seed, "init"))
+            torch.manual_seed(derive_seed(config.seed, "search.init"))
             self.model = rt.prepare_model(
                 self.space_module.SearchNet(
                     self.space,
@@ -201,9 +201,13 @@ class SearchRun:
                     dropout=config.child_dropout,
                 )
             )
-            self.controller: Controller = make_controller(
-                self.space, seed=_derived_seed(config.seed, "controller"), **config.controller_options
-            )
+            if controller is None:
+                controller = make_controller(
+                    self.space,
+                    seed=derive_seed(config.seed, "search.controller"),
+                    **config.controller_options,
+                )
+        self.controller: Controller = controller
         self.child_opt = torch.optim.SGD(
             self.model.parameters(),
             lr=config.child_lr_max,
@@ -215,14 +219,19 @@ class SearchRun:
         self.child_sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             self.child_opt, T_0=config.child_lr_t0, T_mult=config.child_lr_t_mul, eta_min=config.child_lr_min
         )
-        self.controller_opt = torch.optim.Adam(
-            self.controller.parameters(),
-            lr=config.controller_lr,
-            betas=(config.controller_beta1, 0.999),
-            eps=config.controller_eps,
+        params = list(self.controller.parameters())
+        self.controller_opt = (
+            torch.optim.Adam(
+                params,
+                lr=config.controller_lr,
+                betas=(config.controller_beta1, 0.999),
+                eps=config.controller_eps,
+            )
+            if params
+            else None  # nothing to learn (uniform controller): the controller phase only scores
         )
         self.reward_fn = make_reward(config.reward, config.cost_metric, config.cost_target)
-        self.cost_cache: dict[str, Any] = {}
+        self.cost_cache: dict[str, Cost] = {}
         self.state = LoopState()
         self.train_idx = np.asarray(data.split_indices("train"), dtype=np.int64)
         self.val_idx = np.asarray(data.split_indices("val"), dtype=np.int64)
@@ -235,18 +244,18 @@ class SearchRun:
                 "the data has no validation clips; the controller is rewarded on the val split"
             )
         self.val_batch_size = config.controller_batch_size or config.batch_size
-        self.writer = None
 
     # ---------------------------------------------------------------------------------------------
     # run directory
     def config_record(self) -> dict:
         data = self.data
-        return {
-            "format": CONFIG_FORMAT,
-            "version": FORMAT_VERSION,
-            "search": self.config.to_dict(),
-            "space": self.space.to_dict(),
-            "data": {
+        return RunDir.record(
+            CONFIG_FORMAT,
+            FORMAT_VERSION,
+            search=self.config.to_dict(),
+            space=self.space.to_dict(),
+            controller=self.controller.kind,
+            data={
                 "path": self.config.data,
                 "cache": str(getattr(data, "root", "")),
                 "classes": list(getattr(data, "classes", [])),
@@ -254,50 +263,12 @@ class SearchRun:
                 "train_clips": int(len(self.train_idx)),
                 "val_clips": int(len(self.val_idx)),
             },
-            "runtime": self.rt.describe(),
-        }
+            runtime=self.rt.describe(),
+        )
 
-    def _append(self, name: str, row: dict) -> None:
-        with open(self.out / name, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-
-    def _file_sizes(self) -> dict:
-        return {
-            name: (self.out / name).stat().st_size if (self.out / name).exists() else 0
-            for name in METRIC_FILES
-        }
-
-    def _truncate_metrics(self, sizes: dict) -> None:
-        """Drops rows written after the checkpoint, so a resumed run never duplicates a row."""
-        for name in METRIC_FILES:
-            path = self.out / name
-            size = int(sizes.get(name, 0))
-            if path.exists() and path.stat().st_size > size:
-                with open(path, "r+b") as fh:
-                    fh.truncate(size)
-            elif not path.exists() and size:
-                raise MusicnasError(
-                    f"{path} is missing but the checkpoint expects {size} bytes of it; start a new run"
-                )
-
-    def _open_writer(self, purge_step: int | None) -> None:
-        if not self.config.tensorboard:
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step drops events logged after the checkpoint by a killed run
-        self.writer = SummaryWriter(log_dir=str(self.out / "tb"), purge_step=purge_step)
-
-    def _scalars(self, prefix: str, row: dict, step: int) -> None:
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if (
-                key not in ("epoch", "step", "phase")
-                and isinstance(value, (int, float))
-                and value is not None
-            ):
-                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+    def _log_row(self, name: str, prefix: str, row: dict, step: int) -> None:
+        self.run_dir.append(name, row)
+        self.run_dir.scalars(prefix, row, step)
 
     # ---------------------------------------------------------------------------------------------
     # checkpoints
@@ -308,57 +279,66 @@ class SearchRun:
     def save(self) -> None:
         for name in METRIC_FILES:  # rows are flushed per write; the sizes mark the checkpoint's position
             (self.out / name).touch()
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "version": FORMAT_VERSION,
-            "loop": self.state.to_dict(),
-            "model": self.model.state_dict(),
-            "child_optimizer": self.child_opt.state_dict(),
-            "child_scheduler": self.child_sched.state_dict(),
-            "controller": self.controller.state_dict(),
-            "controller_optimizer": self.controller_opt.state_dict(),
-            "controller_generator": self.controller.generator_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "metric_sizes": self._file_sizes(),
-        }
-        if self.writer is not None:
-            self.writer.flush()
+        state = RunDir.record(
+            CHECKPOINT_FORMAT,
+            FORMAT_VERSION,
+            loop=self.state.to_dict(),
+            model=self.model.state_dict(),
+            child_optimizer=self.child_opt.state_dict(),
+            child_scheduler=self.child_sched.state_dict(),
+            controller=self.controller.state_dict(),
+            controller_optimizer=self.controller_opt.state_dict() if self.controller_opt else {},
+            controller_generator=self.controller.generator_state(),
+            # not needed to continue bit for bit (costs are computed RNG-neutrally), but a resumed run
+            # should not redo the cost counting of every architecture it has met
+            costs={key: cost.to_dict() for key, cost in self.cost_cache.items()},
+            metric_sizes=self.run_dir.metric_sizes(),
+            **RngState.capture(self.rt),
+        )
+        self.run_dir.flush()
         save_checkpoint(self.checkpoint_path, state)  # atomic: a crash keeps the previous good one
 
     def load(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != FORMAT_VERSION:
-            raise MusicnasError(
-                f"{self.checkpoint_path} is not a musicnas search checkpoint (format {state.get('format')!r}, "
-                f"version {state.get('version')!r}); start a new run with another --out"
-            )
+        state = RunDir.check_record(
+            load_checkpoint(self.checkpoint_path),
+            CHECKPOINT_FORMAT,
+            FORMAT_VERSION,
+            self.checkpoint_path,
+            "start a new run with another --out",
+        )
         try:
             self.model.load_state_dict(state["model"])
             self.child_opt.load_state_dict(state["child_optimizer"])
             self.child_sched.load_state_dict(state["child_scheduler"])
             self.controller.load_state_dict(state["controller"])
-            self.controller_opt.load_state_dict(state["controller_optimizer"])
+            if self.controller_opt is not None:
+                self.controller_opt.load_state_dict(state["controller_optimizer"])
             self.controller.set_generator_state(state["controller_generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if state.get("cuda_rng") and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            RngState.restore(state, self.rt)
             self.state = LoopState(**state["loop"])
+            self.cost_cache = {key: Cost.from_dict(c) for key, c in state.get("costs", {}).items()}
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise MusicnasError(
                 f"checkpoint {self.checkpoint_path} does not match this search's space/config ({exc}); "
                 "resume with the run's own config.json or start a new run"
             ) from exc
-        self._truncate_metrics(state.get("metric_sizes", {}))
+        self.run_dir.truncate_metrics(state.get("metric_sizes", {}))
 
     # ---------------------------------------------------------------------------------------------
-    # pieces of the loop
-    def _batch(self, indices: np.ndarray):
+    # scoring, used by the loop, deriving (search/derive.py) and the baselines' ranking study
+    def score_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clips ``indices`` as an input batch on the run's device, with their labels."""
         x, y = self.data.get_batch(indices)
         return self.rt.to_device(x), y.to(self.rt.device)
 
+    def accuracy(self, arch, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy of ``arch`` with the shared weights on one batch (the run's batch-norm mode)."""
+        with scoring_mode(self.model, self.config.controller_bn), self.rt.autocast():
+            logits = self.model(x, arch)
+        return float((logits.argmax(dim=1) == y).float().mean())
+
     def child_batches(self, epoch: int) -> list[np.ndarray]:
-        order = epoch_order(self.train_idx, self.config.seed, TRAIN_ORDER, epoch)
+        order = epoch_order(self.train_idx, self.config.seed, "search.train_order", epoch)
         # whole batches only: batch norm in train mode needs > 1 sample, and a ragged last batch would
         # weigh a few clips more; the order changes every epoch, so every clip is still used
         out = batches(order, self.config.batch_size, drop_last=True)
@@ -366,24 +346,22 @@ class SearchRun:
             out = [out[i % len(out)] for i in range(self.config.child_steps_per_epoch)]
         return out
 
-    def val_batches(self, epoch: int, stream: int = VAL_ORDER) -> list[np.ndarray]:
+    def val_batches(self, epoch: int, stream: str = "search.val_order") -> list[np.ndarray]:
         order = epoch_order(self.val_idx, self.config.seed, stream, epoch)
         return batches(order, self.val_batch_size, drop_last=False)
 
-    def accuracy(self, arch, x: torch.Tensor, y: torch.Tensor) -> float:
-        with scoring_mode(self.model, self.config.controller_bn), self.rt.autocast():
-            logits = self.model(x, arch)
-        return float((logits.argmax(dim=1) == y).float().mean())
+    def cost(self, arch) -> Cost:
+        """The cost of the network ``musicnas train`` would build for ``arch`` (cached per key).
 
-    def cost(self, arch):
-        """The cost of the network ``musicnas train`` would build for ``arch`` (cached per key)."""
+        Built in a forked RNG scope: its weight init must not draw from torch's global generator, which
+        the search's dropout draws from, or scoring an architecture (deriving every epoch, a resumed
+        run meeting it again) would change the search."""
         key = arch.key()
         if key not in self.cost_cache:
-            from musicnas.spaces.cost import count_cost
-
-            net = self.space_module.FixedNet(
-                arch, in_channels=self.input_shape[0], num_classes=self.num_classes
-            )
+            with torch.random.fork_rng(devices=[]):
+                net = self.space_module.FixedNet(
+                    arch, in_channels=self.input_shape[0], num_classes=self.num_classes
+                )
             net.eval()
             self.cost_cache[key] = count_cost(net, self.input_shape)
         return self.cost_cache[key]
@@ -396,7 +374,7 @@ class SearchRun:
         cfg = self.config
         with torch.no_grad():
             sample = self.controller.sample()
-        x, y = self._batch(indices)
+        x, y = self.score_batch(indices)
         self.model.train()
         self.child_opt.zero_grad(set_to_none=True)
         with self.rt.autocast():
@@ -434,8 +412,7 @@ class SearchRun:
         }
         if "skip_rate" in sample.stats:
             row["skip_rate"] = sample.stats["skip_rate"]
-        self._append("metrics_steps.jsonl", row)
-        self._scalars("child", row, st.global_step)
+        self._log_row("metrics_steps.jsonl", "child", row, st.global_step)
         bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{acc:.2f}", refresh=False)
         bar.update(1)
 
@@ -444,6 +421,8 @@ class SearchRun:
         cfg = self.config
         val = self.val_batches(epoch)
         learn = epoch >= cfg.controller_start_epoch
+        optimizer = self.controller_opt if learn else None
+        lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
         updates = cfg.controller_updates_per_epoch if learn else 1  # warm-up: one pass, for the metrics
         accs, rewards, entropies, skip_rates = [], [], [], []
         self.controller.train()
@@ -451,7 +430,7 @@ class SearchRun:
 
         def evaluate(arch) -> tuple[float, float]:
             nonlocal position
-            x, y = self._batch(val[position % len(val)])  # every sampled architecture gets its own batch
+            x, y = self.score_batch(val[position % len(val)])  # every sampled architecture gets its own batch
             position += 1
             acc = self.accuracy(arch, x, y)
             reward = self.reward(acc, arch)
@@ -461,7 +440,7 @@ class SearchRun:
         for update in range(updates):
             self.state.baseline, stats = reinforce_update(
                 self.controller,
-                self.controller_opt if learn else None,
+                optimizer,
                 evaluate,
                 self.state.baseline,
                 archs=cfg.controller_archs_per_update,
@@ -482,13 +461,12 @@ class SearchRun:
                 "reward": float(np.mean(u_reward)),
                 "baseline": self.state.baseline,
                 "entropy": float(np.mean(u_entropy)),
-                "lr": self.controller_opt.param_groups[0]["lr"] if learn else 0.0,
+                "lr": lr,
                 "time": self._now(),
             }
             if u_skip:
                 row["skip_rate"] = float(np.mean(u_skip))
-            self._append("metrics_steps.jsonl", row)
-            self._scalars("controller", row, self.state.global_step)
+            self._log_row("metrics_steps.jsonl", "controller", row, self.state.global_step)
             accs += u_acc
             rewards += u_reward
             entropies += u_entropy
@@ -510,7 +488,7 @@ class SearchRun:
             "baseline": self.state.baseline,
             "entropy": float(np.mean(entropies)),
             "skip_rate": float(np.mean(skip_rates)) if skip_rates else None,
-            "controller_lr": self.controller_opt.param_groups[0]["lr"] if learn else 0.0,
+            "controller_lr": lr,
         }
 
     def _remember(self, arch, score: float) -> None:
@@ -547,11 +525,11 @@ class SearchRun:
                     f"{self.out} already holds a search (checkpoints/last.pt); continue it with --resume {self.out} "
                     "or choose another --out"
                 )
-            torch.manual_seed(_derived_seed(cfg.seed, "torch"))  # dropout etc.; its state is checkpointed
-            for name in METRIC_FILES:
-                (self.out / name).write_text("")
+            torch.manual_seed(derive_seed(cfg.seed, "search.torch"))  # dropout; its state is checkpointed
+            self.run_dir.reset_metrics()
             atomic_write_json(self.out / "config.json", self.config_record())
-        self._open_writer(self.state.global_step if resume else None)
+        if cfg.tensorboard:
+            self.run_dir.open_writer(self.state.global_step if resume else None)
         self._t0 = time.perf_counter() - self.state.elapsed
         stopped = False
         epoch_bar = progress(
@@ -566,22 +544,17 @@ class SearchRun:
         finally:
             epoch_bar.close()
         if stopped:
-            self._close_writer()
+            self.run_dir.close()
             return {"run_dir": str(self.out), "stopped": True, "epoch": self.state.epoch,
                     "child_steps": self.state.child_steps_total}  # fmt: skip
         from musicnas.search.derive import derive_and_write
 
         result = derive_and_write(self)
-        self._close_writer()
+        self.run_dir.close()
         result.update(
             {"run_dir": str(self.out), "stopped": False, "epochs": cfg.epochs, "elapsed": self._now()}
         )
         return result
-
-    def _close_writer(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
     def run_epoch(self, epoch: int) -> bool:
         """Runs (the rest of) one epoch; True when stopped early by ``max_steps``."""
@@ -634,9 +607,8 @@ class SearchRun:
             from musicnas.search.derive import derive_snapshot
 
             row.update(derive_snapshot(self))
-        self._append("metrics_epochs.jsonl", row)
-        self._scalars("epoch", row, st.global_step)
-        self._append("controller_probs.jsonl", {"epoch": epoch, **self.controller.decision_probs()})
+        self._log_row("metrics_epochs.jsonl", "epoch", row, st.global_step)
+        self.run_dir.append("controller_probs.jsonl", {"epoch": epoch, **self.controller.decision_probs()})
         log.info(_epoch_line(row, cfg.epochs))
         log.debug("most likely architecture after epoch %d:\n%s", epoch + 1, self.controller.most_likely())
         self._prune_seen()
@@ -664,26 +636,28 @@ def _epoch_line(row: dict, epochs: int) -> str:
     )
 
 
-def _derived_seed(seed: int, purpose: str) -> int:
-    """Independent seeds for the run's generators, all from the one run seed."""
-    streams = {"controller": 11, "torch": 12, "init": 13}
-    return int(np.random.default_rng([int(seed), streams[purpose]]).integers(0, 2**31 - 1))
-
-
-def _space_module(name: str):
-    from musicnas.spaces import get_space_module
-
-    return get_space_module(name)
-
-
 def load_run_config(run_dir: str | os.PathLike) -> SearchConfig:
     """The SearchConfig recorded in ``RUN/config.json``."""
-    record = read_json(Path(run_dir) / "config.json", "search run config")
-    if not isinstance(record, dict) or record.get("format") != CONFIG_FORMAT:
-        raise MusicnasError(
-            f"{run_dir}/config.json is not a musicnas search config; is {run_dir} a search run?"
-        )
+    record = RunDir.check_record(
+        read_json(Path(run_dir) / "config.json", "search run config"),
+        CONFIG_FORMAT,
+        FORMAT_VERSION,
+        f"{run_dir}/config.json",
+        f"is {run_dir} a search run?",
+    )
     return SearchConfig.from_dict(record["search"])
+
+
+def search_space(config: SearchConfig):
+    """The search space ``config`` describes."""
+    from musicnas.spaces import get_space_module
+
+    try:
+        return get_space_module(config.space).Space.from_dict({"type": config.space, **config.space_options})
+    except TypeError as exc:
+        raise MusicnasError(
+            f"space_options {config.space_options} do not fit the {config.space} space: {exc}"
+        ) from exc
 
 
 def run_search(
@@ -693,39 +667,33 @@ def run_search(
     rt: Runtime | None = None,
     resume: bool = False,
     callback: StepCallback | None = None,
+    *,
+    overrides: dict | None = None,
+    controller: Callable[[Any], Controller] | None = None,
 ) -> dict:
     """Runs (or resumes) an ENAS search into ``out_dir`` and returns a result dict
     (``arch`` JSON, ``score``, ``candidates``, ``run_dir``, ``elapsed``; ``stopped`` when ``max_steps``
     cut it short).
 
     ``data`` is a FeatureCache or None (then ``config.data`` is opened). With ``resume=True`` the run's own
-    ``config.json`` is used; ``config`` may only change the keys in ``RESUMABLE_OVERRIDES``.
+    ``config.json`` is used; ``config`` (or ``overrides``, a dict of settings where None means not
+    given) may only change the keys in ``RESUMABLE_OVERRIDES``. ``controller(space)`` builds the
+    controller instead of the config's LSTM one (random search with weight sharing).
     ``callback(info)`` is called after every child step and epoch (tests use it to simulate a kill)."""
     rt = rt or runtime_mod.setup("auto")
     out_dir = Path(out_dir)
     if resume:
         if not (out_dir / "checkpoints" / "last.pt").exists():
-            raise MusicnasError(f"nothing to resume: {out_dir}/checkpoints/last.pt does not exist")
-        saved = load_run_config(out_dir)
+            missing = "" if (out_dir / "config.json").is_file() else " and neither does config.json"
+            raise MusicnasError(
+                f"nothing to resume: {out_dir}/checkpoints/last.pt does not exist{missing}; "
+                "is it a search run's directory?"
+            )
+        saved = load_run_config(out_dir).to_dict()
         # max_steps is a stop for this invocation (tests, time-boxed harnesses), not part of the run
-        saved.max_steps = None
-        if config is not None:
-            differing = [
-                k
-                for k, v in config.to_dict().items()
-                if k not in RESUMABLE_OVERRIDES and saved.to_dict()[k] != v
-            ]
-            if differing:
-                raise MusicnasError(
-                    f"cannot resume {out_dir} with different settings for: {', '.join(differing)} "
-                    f"(only {', '.join(RESUMABLE_OVERRIDES)} may change); drop those options"
-                )
-            values = saved.to_dict()
-            values.update({k: getattr(config, k) for k in RESUMABLE_OVERRIDES})
-            for key in ("data", "cache_dir"):  # not given: keep where the run's data was
-                values[key] = getattr(config, key) or saved.to_dict()[key]
-            saved = SearchConfig.from_dict(values)
-        config = saved
+        saved["max_steps"] = None
+        given = config.to_dict() if config is not None else overrides
+        config = SearchConfig.from_dict(merge_resume(saved, given, RESUMABLE_OVERRIDES, out_dir))
     if config is None:
         raise MusicnasError("run_search needs a config (or resume=True with an existing run)")
     if data is None:
@@ -737,7 +705,9 @@ def run_search(
     if not config.data and getattr(data, "root", None) and Path(str(data.root)).is_dir():
         # record the prepared cache folder, so `musicnas search --resume RUN` can reopen the data
         config = SearchConfig.from_dict({**config.to_dict(), "data": str(data.root)})
-    search = SearchRun(config, data, out_dir, rt, callback=callback)
+    config.validate()
+    chosen = controller(search_space(config)) if controller is not None else None
+    search = SearchRun(config, data, out_dir, rt, controller=chosen, callback=callback)
     if resume:
         _check_same_data(out_dir, search)
     return search.run(resume=resume)

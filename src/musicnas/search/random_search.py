@@ -2,13 +2,12 @@
 
 * :class:`UniformController` plugs into the ENAS loop in place of the LSTM: same shared weights, same
   epochs, same child steps, same deriving, but every architecture is drawn uniformly from the space
-  ("random search with weight sharing"). :func:`run_uniform_search` runs it: :class:`UniformSearchRun`
-  is the ENAS :class:`~musicnas.search.enas.SearchRun` itself with only the controller (and its
-  optimiser, which has nothing to optimise) swapped, so the loop, batching, validation scoring,
-  checkpoints, metrics files and deriving are the same code as ENAS's. The controller phase still
-  samples and scores ``controller_updates_per_epoch x controller_archs_per_update`` architectures on
-  validation batches each epoch (the same forward passes as ENAS, and the same "best seen" record
-  that deriving rescoring uses); only the REINFORCE step is a no-op.
+  ("random search with weight sharing"). :func:`run_uniform_search` runs it: the ENAS
+  :class:`~musicnas.search.enas.SearchRun` itself, given this controller, so the loop, batching,
+  validation scoring, checkpoints, metrics files and deriving are the same code as ENAS's. The
+  controller phase still samples and scores ``controller_updates_per_epoch x controller_archs_per_update``
+  architectures on validation batches each epoch (the same forward passes as ENAS, and the same "best
+  seen" record that deriving rescoring uses); having no parameters, the controller is never updated.
 * :func:`sample_distinct_archs` draws the k architectures of "random search without weight sharing",
   which the benchmark harness trains from scratch (see ``musicnas.baselines.harness``).
 """
@@ -18,25 +17,25 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 import torch
 
-from musicnas.runtime import MusicnasError, Runtime
+from musicnas.runtime import MusicnasError, Runtime, derive_seed
 from musicnas.search.config import SearchConfig
 from musicnas.search.controller import Controller, ControllerSample
-from musicnas.search.enas import SearchRun
+from musicnas.search.enas import run_search
 
-__all__ = ["UniformController", "UniformSearchRun", "run_uniform_search", "sample_distinct_archs"]
+__all__ = ["UniformController", "run_uniform_search", "sample_distinct_archs"]
 
 
 class UniformController(Controller):
     """Draws every architecture uniformly at random from ``space`` with its own seeded generator.
 
-    It has no trainable parameters: the ENAS loop's controller-training phase has nothing to update.
-    ``log_prob`` and ``entropy`` are the exact values of the uniform distribution (``-log |space|`` and
-    ``log |space|``), constants without gradient, so logged rewards and entropies stay comparable with
-    an ENAS run's.
+    It has no parameters, so the ENAS loop gives it no optimiser and never updates it. ``log_prob`` and
+    ``entropy`` are the exact values of the uniform distribution (``-log |space|`` and ``log |space|``),
+    constants, so logged rewards and entropies stay comparable with an ENAS run's.
     """
+
+    kind = "uniform"  # marks the run as random search with weight sharing
 
     def __init__(self, space, seed: int = 0):
         super().__init__(space, seed)
@@ -45,14 +44,8 @@ class UniformController(Controller):
             raise MusicnasError(f"search space {space!r} has no architectures to sample")
         self.log_size = math.log(size)  # math.log handles Python ints far beyond float range
 
-    @property
-    def trainable(self) -> bool:
-        return False
-
     def _uniform(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # a fresh leaf that "requires grad" so the ENAS loop's REINFORCE backward runs unchanged; its
-        # gradient lands on this throwaway tensor and nothing is updated
-        return torch.tensor(-self.log_size, requires_grad=True), torch.tensor(self.log_size)
+        return torch.tensor(-self.log_size), torch.tensor(self.log_size)
 
     def sample(self) -> ControllerSample:
         arch = self.space.sample(self.generator)
@@ -77,24 +70,7 @@ class UniformController(Controller):
 
     def arch_stats(self, arch) -> dict:
         # the same skip-rate statistic the macro controller logs, so the metrics files line up
-        if getattr(self.space, "type", None) == "macro":
-            from musicnas.search.controller import MacroController
-
-            return {"skip_rate": MacroController.skip_rate(self, arch)}
-        return {}
-
-    # MacroController.skip_rate reads these when called on a UniformController (above)
-    @property
-    def num_layers(self) -> int:
-        return int(getattr(self.space, "num_layers", 0))
-
-    @property
-    def num_branches(self) -> int:
-        return int(getattr(self.space, "num_branches", 0))
-
-    @property
-    def whole_channels(self) -> bool:
-        return bool(getattr(self.space, "whole_channels", True))
+        return {"skip_rate": arch.skip_rate} if hasattr(arch, "skip_rate") else {}
 
 
 def sample_distinct_archs(space, k: int, generator: torch.Generator, max_tries: int | None = None) -> list:
@@ -119,47 +95,6 @@ def sample_distinct_archs(space, k: int, generator: torch.Generator, max_tries: 
     return list(seen.values())
 
 
-class NoOpOptimizer:
-    """Stands in for the controller's Adam: a uniform controller has no parameters to update.
-
-    It offers what the ENAS loop uses (``zero_grad``, ``step``, ``param_groups`` for the logged learning
-    rate, ``state_dict``/``load_state_dict`` for checkpoints)."""
-
-    def __init__(self):
-        self.param_groups = [{"lr": 0.0, "params": []}]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        pass
-
-    def step(self) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def uniform_controller_seed(seed: int) -> int:
-    """The uniform controller's seed, derived from the run seed (its own stream)."""
-    return int(np.random.default_rng([int(seed), 21]).integers(0, 2**31 - 1))
-
-
-class UniformSearchRun(SearchRun):
-    """The ENAS search loop with architectures drawn uniformly instead of by the LSTM controller."""
-
-    def __init__(self, config: SearchConfig, data, out_dir, rt: Runtime, callback=None):
-        super().__init__(config, data, out_dir, rt, callback=callback)
-        self.controller = UniformController(self.space, seed=uniform_controller_seed(config.seed))
-        self.controller_opt = NoOpOptimizer()
-
-    def config_record(self) -> dict:
-        record = super().config_record()
-        record["controller"] = "uniform"  # marks the run as random search with weight sharing
-        return record
-
-
 def run_uniform_search(
     config: SearchConfig, data, out_dir: str | os.PathLike, rt: Runtime, resume: bool = False, callback=None
 ) -> dict:
@@ -167,4 +102,8 @@ def run_uniform_search(
     :func:`musicnas.search.enas.run_search`."""
     if data is None:
         raise MusicnasError("run_uniform_search needs an opened FeatureCache")
-    return UniformSearchRun(config.validate(), data, out_dir, rt, callback=callback).run(resume=resume)
+
+    def uniform(space) -> UniformController:
+        return UniformController(space, seed=derive_seed(config.seed, "search.uniform_controller"))
+
+    return run_search(config, data, out_dir, rt, resume=resume, callback=callback, controller=uniform)

@@ -32,7 +32,12 @@ class Cost:
     macs: int
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """``{"params": int, "macs": int}`` (``macs`` None when the counter could not trace the model)."""
+        return {k: None if v is None else int(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Cost:
+        return cls(params=int(d["params"]), macs=None if d.get("macs") is None else int(d["macs"]))
 
 
 def _reached_parameters(output: torch.Tensor, model: nn.Module) -> int:

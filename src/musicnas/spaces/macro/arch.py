@@ -313,6 +313,12 @@ class MacroArch:
                     raise MusicnasError(f"layer {layer}: skip bit {i} must be 0 or 1, got {bit!r}")
 
     # ----- derived structure -------------------------------------------------------------------------
+    @property
+    def skip_rate(self) -> float:
+        """Share of the possible skip connections this architecture uses."""
+        total = sum(len(bits) for bits in self.skips)
+        return sum(int(bool(b)) for bits in self.skips for b in bits) / total if total else 0.0
+
     def skip_sources(self, layer: int) -> list[int]:
         """Indices into ``[stem, L0, L1, ...]`` that layer ``layer`` adds (search) or concatenates (fixed)."""
         return [i for i, bit in enumerate(self.skips[layer]) if bit]
