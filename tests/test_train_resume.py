@@ -11,10 +11,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 import musicnas
-from musicnas.export.bundle import ModelSpec, register_model_type
+from musicnas.models import ModelSpec, register_model_type
+from musicnas.retrain import train_arch
+from musicnas.retrain import train_bundle as train_model
 from musicnas.runtime import MusicnasError, setup
 from musicnas.spaces.macro import MacroSpace
-from musicnas.training.trainer import TrainConfig, train_arch, train_model
+from musicnas.training.trainer import TrainConfig
 
 CONFIG = TrainConfig(
     epochs=3, batch_size=4, patience=0, augment=TrainConfig().augment.__class__(mixup_alpha=0.4)

@@ -69,11 +69,12 @@ def run_demo(
     from musicnas.data.cache import open_data
     from musicnas.export.bundle import load_bundle
     from musicnas.report import write_report
+    from musicnas.retrain import train_arch
     from musicnas.search.config import preset
     from musicnas.search.enas import run_search
     from musicnas.spaces import load_arch
     from musicnas.training.evaluate import evaluate_bundle
-    from musicnas.training.trainer import TrainConfig, train_arch
+    from musicnas.training.trainer import TrainConfig
 
     sizes = sizes or DemoSizes()
     out = Path(out)

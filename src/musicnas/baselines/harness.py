@@ -197,7 +197,7 @@ def make_record(
 
 
 def _retrain(bench: Bench, arch, seed: int, out_dir: Path, epochs: int) -> tuple[dict, float]:
-    from musicnas.training.trainer import train_arch
+    from musicnas.retrain import train_arch
 
     t0 = time.perf_counter()
     summary = train_arch(
@@ -290,7 +290,7 @@ def run_random_retrained(bench: Bench, seed: int, run_dir: Path) -> dict:
 
 def run_hand_cnn(bench: Bench, seed: int, run_dir: Path) -> dict:
     from musicnas.baselines.cnn import ShortChunkResCNN
-    from musicnas.training.trainer import train_model
+    from musicnas.retrain import train_bundle
 
     b = bench.budget
     torch.manual_seed(seed)  # weight initialisation, as train_arch does for searched networks
@@ -301,7 +301,7 @@ def run_hand_cnn(bench: Bench, seed: int, run_dir: Path) -> dict:
         num_blocks=b.cnn_blocks,
     )
     t0 = time.perf_counter()
-    summary = train_model(
+    summary = train_bundle(
         model,
         bench.data,
         run_dir / "model",

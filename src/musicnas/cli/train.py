@@ -88,8 +88,9 @@ def train(
       musicnas train --resume runs/model          # after an interruption
     """
     from musicnas.data.cache import open_data
+    from musicnas.retrain import train_arch
     from musicnas.spaces import load_arch
-    from musicnas.training.trainer import TRAIN_CONFIG_FILE, TrainConfig, train_arch
+    from musicnas.training.trainer import TRAIN_CONFIG_FILE, TrainConfig
     from musicnas.utils.io import read_json
 
     overrides = {

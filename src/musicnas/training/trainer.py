@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from musicnas.runs import RngState, RunDir, config_differences
 from musicnas.runtime import MusicnasError, Runtime, make_generator
 from musicnas.training.augment import AugmentConfig, SpectrogramAugment, mixup
 from musicnas.training.evaluate import evaluate_split, predict_logits
-from musicnas.utils.io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from musicnas.utils.io import load_checkpoint, save_checkpoint
 from musicnas.utils.logging import progress
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = Path("checkpoints") / "last.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics_epochs.jsonl"
+CHECKPOINT_FORMAT = "musicnas-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
@@ -104,17 +106,6 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
 
-def _config_differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(saved) | set(now)):
-        a, b = saved.get(key), now.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
-    return out
-
-
 def place_model(model: nn.Module, rt: Runtime) -> nn.Module:
     """Moves a model for training in ``channels_last`` (Runtime.prepare_model; ~1.45x for micro nets on
     CPU here). torch 2.13's CPU backward of a *strided 1x1* convolution in channels_last corrupts the
@@ -149,11 +140,242 @@ def _model_cost(model: nn.Module, input_shape) -> dict | None:
     try:
         from musicnas.spaces.cost import count_cost
 
-        cost = count_cost(copy.deepcopy(model).cpu().float().eval(), tuple(input_shape))
-        return {"params": int(cost.params), "macs": int(cost.macs)}
+        return count_cost(copy.deepcopy(model).cpu().float().eval(), tuple(input_shape)).to_dict()
     except Exception as exc:  # cost is informative; a model the counter cannot trace still trains
         log.debug("cost counting failed: %s", exc)
         return {"params": int(sum(p.numel() for p in model.parameters())), "macs": None}
+
+
+class Training:
+    """One resumable training of ``model`` into ``out_dir``: :meth:`resume`, :meth:`run_epoch` until
+    :attr:`done`, :meth:`finish`. :func:`train_model` drives it."""
+
+    def __init__(self, model: nn.Module, data, out_dir, config: TrainConfig, rt: Runtime, seed: int = 0,
+                 show_progress: bool = True):  # fmt: skip
+        self.out = Path(out_dir)
+        self.run_dir = RunDir(self.out, (METRICS_FILE,))
+        self.ckpt_path = self.out / CHECKPOINT
+        self.data, self.config, self.rt, self.seed = data, config, rt, seed
+        self.show_progress = show_progress
+        self.train_idx = np.asarray(data.split_indices("train"))
+        self.val_idx = np.asarray(data.split_indices("val"))
+        if len(self.train_idx) < 2:
+            raise MusicnasError(
+                f"the train split of {data.root} has {len(self.train_idx)} clips; add audio or re-split"
+            )
+        if len(self.val_idx) == 0:
+            raise MusicnasError(
+                f"the val split of {data.root} is empty; prepare the data with a val fraction > 0"
+            )
+        self.val_labels = np.asarray(data.labels)[self.val_idx]
+        self.model = model = place_model(model, rt)
+        self.batch_size = min(config.batch_size, len(self.train_idx))
+        # drop the incomplete last batch (BN on tiny batches)
+        self.steps_per_epoch = len(self.train_idx) // self.batch_size
+        self.optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+            weight_decay=config.weight_decay,
+        )  # fmt: skip
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.steps_per_epoch * config.epochs, eta_min=config.min_lr
+        )
+        use_scaler = rt.is_cuda and config.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.augmenter = SpectrogramAugment(config.augment)
+        self.generator = make_generator(seed)  # shuffling and augmentation
+        torch.manual_seed(seed)  # dropout / drop-path inside the model use torch's global generator
+        self.epoch = 0
+        self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
+        self.best_state = _cpu_state(model)
+        self.history: list[dict] = []
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.elapsed_before = 0.0
+        self.t0 = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.config.epochs or self.stopped_early
+
+    def start(self) -> None:
+        """A new run: refuses to overwrite one, starts an empty metrics file."""
+        if self.ckpt_path.exists():
+            raise MusicnasError(
+                f"{self.out} already holds a training checkpoint; pass --resume {self.out} to continue it or "
+                "choose a new --out"
+            )
+        self.run_dir.reset_metrics()
+
+    def resume(self) -> None:
+        """Continues from ``checkpoints/last.pt``, refusing other settings or another seed."""
+        state = RunDir.check_record(
+            load_checkpoint(self.ckpt_path), CHECKPOINT_FORMAT, CHECKPOINT_VERSION, self.ckpt_path,
+            "start a new --out",
+        )  # fmt: skip
+        diffs = config_differences(state.get("config", {}), self.config.to_dict())
+        if state.get("seed") != self.seed:
+            diffs.append(f"seed: checkpoint {state.get('seed')!r}, now {self.seed!r}")
+        if diffs:
+            raise MusicnasError(
+                f"cannot resume {self.ckpt_path} with different settings ({'; '.join(diffs)}); "
+                "use the original options or start a new --out"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.generator.set_state(state["generator"])
+            RngState.restore(state, self.rt)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise MusicnasError(
+                f"checkpoint {self.ckpt_path} does not fit this model or is incomplete ({str(exc)[:200]}); "
+                "start a new --out"
+            ) from exc
+        self.epoch = int(state["epoch"])
+        self.best = dict(state["best"])
+        self.best_state = state["best_state"]
+        self.history = list(state["history"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.run_dir.truncate_metrics(state["metric_sizes"])
+        log.info("resuming %s after epoch %d (best val acc %.4f)", self.out, self.epoch, self.best["val_acc"])
+
+    def _train_steps(self) -> tuple[float, float]:
+        """One pass over the train split; (mean loss, accuracy)."""
+        cfg, rt, model = self.config, self.rt, self.model
+        perm = torch.randperm(len(self.train_idx), generator=self.generator).numpy()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = progress(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch",
+                       disable=not self.show_progress)  # fmt: skip
+        for step in bar:
+            idx = self.train_idx[perm[step * self.batch_size : (step + 1) * self.batch_size]]
+            x, y = self.data.get_batch(idx)
+            x = self.augmenter(x, self.generator)
+            lam, y_b = 1.0, None
+            if cfg.augment.mixup_alpha > 0:
+                x, y, y_b, lam = mixup(x, y, cfg.augment.mixup_alpha, self.generator)
+            x = place_input(x, rt)
+            y = y.to(rt.device)
+            with rt.autocast(cfg.amp):
+                logits, aux = _forward_train(model, x)
+                loss = _mixed_loss(self.criterion, logits, y, y_b, lam, rt)
+                if aux is not None:
+                    loss = loss + float(getattr(model, "aux_weight", 0.4)) * _mixed_loss(
+                        self.criterion, aux, y, y_b, lam, rt
+                    )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            n = y.shape[0]
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise MusicnasError(
+                    f"training diverged (loss {loss_value}) in epoch {self.epoch + 1}; lower --lr (now {cfg.lr})"
+                )
+            loss_sum += loss_value * n
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += n
+            if self.show_progress:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+    def run_epoch(self) -> dict:
+        """Trains one epoch, selects, checkpoints; returns the epoch's metrics row."""
+        cfg = self.config
+        epoch_start = time.perf_counter()
+        self.model.train()
+        if hasattr(self.model, "set_progress"):
+            self.model.set_progress(self.epoch / cfg.epochs)
+        train_loss, train_acc = self._train_steps()
+        lr_now = self.optimizer.param_groups[0]["lr"]
+        val_logits = predict_logits(self.model, self.data, self.val_idx, self.rt, cfg.eval_batch_size)
+        val_loss, val_acc = _val_loss_acc(val_logits, self.val_labels)
+        self.epoch += 1
+        # Selection: best val accuracy, ties broken by lower val loss. Patience counts epochs without a
+        # strictly better accuracy (a loss that creeps down on a plateau does not keep a run alive).
+        self.bad_epochs = 0 if val_acc > self.best["val_acc"] else self.bad_epochs + 1
+        if val_acc > self.best["val_acc"] or (
+            val_acc == self.best["val_acc"] and val_loss < self.best["val_loss"]
+        ):
+            self.best = {"epoch": self.epoch, "val_acc": val_acc, "val_loss": val_loss}
+            self.best_state = _cpu_state(self.model)
+        if cfg.patience and self.bad_epochs >= cfg.patience and self.epoch < cfg.epochs:
+            self.stopped_early = True
+            log.info(
+                "early stop after epoch %d: no better val accuracy for %d epochs", self.epoch, self.bad_epochs
+            )
+        record = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                  "val_acc": val_acc, "lr": lr_now, "time": time.perf_counter() - epoch_start}  # fmt: skip
+        self.history.append(record)
+        log.info(
+            "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f  lr %.4g  %.1fs",
+            self.epoch, cfg.epochs, train_loss, train_acc, val_loss, val_acc, lr_now, record["time"],
+        )  # fmt: skip
+        self.run_dir.append(METRICS_FILE, record)
+        self._checkpoint()
+        return record
+
+    def _checkpoint(self) -> None:
+        state = RunDir.record(
+            CHECKPOINT_FORMAT,
+            CHECKPOINT_VERSION,
+            config=self.config.to_dict(),
+            seed=self.seed,
+            epoch=self.epoch,
+            model=_cpu_state(self.model),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            generator=self.generator.get_state(),
+            best=self.best,
+            best_state=self.best_state,
+            history=self.history,
+            bad_epochs=self.bad_epochs,
+            stopped_early=self.stopped_early,
+            elapsed=self.elapsed_before + time.perf_counter() - self.t0,
+            metric_sizes=self.run_dir.metric_sizes(),
+            **RngState.capture(self.rt),
+        )
+        save_checkpoint(self.ckpt_path, state)
+
+    def finish(self, model_info: dict | None = None) -> dict:
+        """Loads the best weights into the model, evaluates them on val and test; the summary."""
+        data, cfg, model = self.data, self.config, self.model
+        train_seconds = self.elapsed_before + time.perf_counter() - self.t0
+        model.load_state_dict(self.best_state)
+        model.eval()
+        classes = list(data.classes)
+        val_metrics = evaluate_split(model, data, "val", self.rt, classes, cfg.eval_batch_size)
+        test_metrics = None
+        if len(data.split_indices("test")):
+            test_metrics = evaluate_split(model, data, "test", self.rt, classes, cfg.eval_batch_size)
+        return {
+            "model": model_info if model_info is not None else {"type": type(model).__name__},
+            "epochs": cfg.epochs,
+            "epochs_run": len(self.history),
+            "best_epoch": self.best["epoch"],
+            "stopped_early": self.stopped_early,
+            "val": _headline(val_metrics),
+            "test": _headline(test_metrics) if test_metrics is not None else None,
+            "cost": _model_cost(model, data.input_shape),
+            "train_seconds": train_seconds,
+            "seed": self.seed,
+            "config": cfg.to_dict(),
+            "runtime": self.rt.describe(),
+            "data": {
+                "root": str(data.root),
+                "classes": classes,
+                "clips": {s: int(len(data.split_indices(s))) for s in ("train", "val", "test")},
+            },
+        }
 
 
 def train_model(
@@ -165,247 +387,28 @@ def train_model(
     seed: int = 0,
     resume: bool = False,
     *,
-    model_spec=None,
-    arch=None,
+    model_info: dict | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
     show_progress: bool = True,
 ) -> dict:
     """Trains ``model`` (any ``nn.Module`` mapping ``[B, C, n_mels, frames]`` to logits) on ``data``'s
-    train split, keeps the weights with the best val accuracy, evaluates them on val and test, and writes
-    ``out_dir/summary.json``, ``metrics_epochs.jsonl`` and ``checkpoints/last.pt``. With ``model_spec``
-    (see :class:`musicnas.export.bundle.ModelSpec`) or an ENAS ``arch`` it also writes the model bundle.
+    train split, keeps the weights with the best val accuracy (left in ``model``), evaluates them on val
+    and test, and writes ``out_dir/metrics_epochs.jsonl`` and ``checkpoints/last.pt``. Writing the model
+    itself is the caller's (``musicnas.retrain`` writes the bundle).
 
     ``on_epoch_end(record)`` is called after each epoch's checkpoint is safely written. Returns the
-    summary dict. The model's initial weights are the caller's: seed before building it."""
-    out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise MusicnasError(
-            f"{out} already holds a training checkpoint; pass --resume {out} to continue it or choose a new --out"
-        )
-    train_idx = np.asarray(data.split_indices("train"))
-    val_idx = np.asarray(data.split_indices("val"))
-    if len(train_idx) < 2:
-        raise MusicnasError(
-            f"the train split of {data.root} has {len(train_idx)} clips; add audio or re-split"
-        )
-    if len(val_idx) == 0:
-        raise MusicnasError(
-            f"the val split of {data.root} is empty; prepare the data with a val fraction > 0"
-        )
-    labels = np.asarray(data.labels)
-    val_labels = labels[val_idx]
-
-    model = place_model(model, rt)
-    batch_size = min(config.batch_size, len(train_idx))
-    steps_per_epoch = len(train_idx) // batch_size  # drop the incomplete last batch (BN on tiny batches)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=True,
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=total_steps, eta_min=config.min_lr
-    )
-    use_scaler = rt.is_cuda and config.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    augmenter = SpectrogramAugment(config.augment)
-    generator = make_generator(seed)  # shuffling and augmentation
-    torch.manual_seed(seed)  # dropout / drop-path inside the model use torch's global generator
-
-    start_epoch = 0
-    best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
-    best_state = _cpu_state(model)
-    history: list[dict] = []
-    bad_epochs = 0
-    stopped_early = False
-    elapsed_before = 0.0
+    summary dict (``model_info`` is its ``model`` entry). The model's initial weights are the caller's:
+    seed before building it."""
+    training = Training(model, data, out_dir, config, rt, seed, show_progress)
     if resume:
-        state = load_checkpoint(ckpt_path)
-        diffs = _config_differences(state.get("config", {}), config.to_dict())
-        if state.get("seed") != seed:
-            diffs.append(f"seed: checkpoint {state.get('seed')!r}, now {seed!r}")
-        if diffs:
-            raise MusicnasError(
-                f"cannot resume {ckpt_path} with different settings ({'; '.join(diffs)}); "
-                "use the original options or start a new --out"
-            )
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if rt.is_cuda and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"], rt.device)
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise MusicnasError(
-                f"checkpoint {ckpt_path} does not fit this model or is incomplete ({str(exc)[:200]}); start a new --out"
-            ) from exc
-        start_epoch = int(state["epoch"])
-        best = dict(state["best"])
-        best_state = state["best_state"]
-        history = list(state["history"])
-        bad_epochs = int(state["bad_epochs"])
-        stopped_early = bool(state["stopped_early"])
-        elapsed_before = float(state.get("elapsed", 0.0))
-        log.info("resuming %s after epoch %d (best val acc %.4f)", out, start_epoch, best["val_acc"])
-
-    t0 = time.perf_counter()
-    epoch = start_epoch
-    while epoch < config.epochs and not stopped_early:
-        epoch_start = time.perf_counter()
-        model.train()
-        if hasattr(model, "set_progress"):
-            model.set_progress(epoch / config.epochs)
-        perm = torch.randperm(len(train_idx), generator=generator).numpy()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = progress(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="batch",
-            disable=not show_progress,
-        )
-        for step in bar:
-            idx = train_idx[perm[step * batch_size : (step + 1) * batch_size]]
-            x, y = data.get_batch(idx)
-            x = augmenter(x, generator)
-            lam, y_b = 1.0, None
-            if config.augment.mixup_alpha > 0:
-                x, y, y_b, lam = mixup(x, y, config.augment.mixup_alpha, generator)
-            x = place_input(x, rt)
-            y = y.to(rt.device)
-            with rt.autocast(config.amp):
-                logits, aux = _forward_train(model, x)
-                loss = _mixed_loss(criterion, logits, y, y_b, lam, rt)
-                if aux is not None:
-                    loss = loss + float(getattr(model, "aux_weight", 0.4)) * _mixed_loss(
-                        criterion, aux, y, y_b, lam, rt
-                    )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            n = y.shape[0]
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise MusicnasError(
-                    f"training diverged (loss {loss_value}) in epoch {epoch + 1}; lower --lr (now {config.lr})"
-                )
-            loss_sum += loss_value * n
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += n
-            if show_progress:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-        lr_now = optimizer.param_groups[0]["lr"]
-        val_logits = predict_logits(model, data, val_idx, rt, config.eval_batch_size)
-        val_loss, val_acc = _val_loss_acc(val_logits, val_labels)
-        epoch += 1
-        # Selection: best val accuracy, ties broken by lower val loss. Patience counts epochs without a
-        # strictly better accuracy (a loss that creeps down on a plateau does not keep a run alive).
-        bad_epochs = 0 if val_acc > best["val_acc"] else bad_epochs + 1
-        if val_acc > best["val_acc"] or (val_acc == best["val_acc"] and val_loss < best["val_loss"]):
-            best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss}
-            best_state = _cpu_state(model)
-        if config.patience and bad_epochs >= config.patience and epoch < config.epochs:
-            stopped_early = True
-            log.info("early stop after epoch %d: no better val accuracy for %d epochs", epoch, bad_epochs)
-        record = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr_now,
-            "time": time.perf_counter() - epoch_start,
-        }
-        history.append(record)
-        log.info(
-            "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f  lr %.4g  %.1fs",
-            epoch,
-            config.epochs,
-            record["train_loss"],
-            record["train_acc"],
-            val_loss,
-            val_acc,
-            lr_now,
-            record["time"],
-        )
-        save_checkpoint(
-            ckpt_path,
-            {
-                "version": CHECKPOINT_VERSION,
-                "config": config.to_dict(),
-                "seed": seed,
-                "epoch": epoch,
-                "model": _cpu_state(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(rt.device) if rt.is_cuda else None,
-                "best": best,
-                "best_state": best_state,
-                "history": history,
-                "bad_epochs": bad_epochs,
-                "stopped_early": stopped_early,
-                "elapsed": elapsed_before + time.perf_counter() - t0,
-            },
-        )
-        atomic_write_text(out / METRICS_FILE, "".join(_json_line(r) for r in history))
+        training.resume()
+    else:
+        training.start()
+    while not training.done:
+        record = training.run_epoch()
         if on_epoch_end is not None:
             on_epoch_end(record)
-
-    train_seconds = elapsed_before + time.perf_counter() - t0
-    model.load_state_dict(best_state)
-    model.eval()
-    classes = list(data.classes)
-    val_metrics = evaluate_split(model, data, "val", rt, classes, config.eval_batch_size)
-    test_metrics = None
-    if len(data.split_indices("test")):
-        test_metrics = evaluate_split(model, data, "test", rt, classes, config.eval_batch_size)
-    summary = {
-        "model": model_spec.to_dict(arch) if model_spec is not None else {"type": type(model).__name__},
-        "epochs": config.epochs,
-        "epochs_run": len(history),
-        "best_epoch": best["epoch"],
-        "stopped_early": stopped_early,
-        "val": _headline(val_metrics),
-        "test": _headline(test_metrics) if test_metrics is not None else None,
-        "cost": _model_cost(model, data.input_shape),
-        "train_seconds": train_seconds,
-        "seed": seed,
-        "config": config.to_dict(),
-        "runtime": rt.describe(),
-        "data": {
-            "root": str(data.root),
-            "classes": classes,
-            "clips": {s: int(len(data.split_indices(s))) for s in ("train", "val", "test")},
-        },
-    }
-    if model_spec is not None or arch is not None:
-        from musicnas.export.bundle import save_bundle
-
-        save_bundle(
-            out, model, arch, data.config, classes, data.mean, data.std, summary, model_spec=model_spec
-        )
-    else:
-        from musicnas.export.bundle import WEIGHTS_FILE, save_weights
-
-        save_weights(out / WEIGHTS_FILE, model)
-        atomic_write_json(out / "summary.json", summary)
-        log.warning("no model spec given: wrote weights and summary but no loadable bundle to %s", out)
-    return summary
+    return training.finish(model_info)
 
 
 def _mixed_loss(criterion, logits, y, y_b, lam: float, rt: Runtime) -> torch.Tensor:
@@ -420,68 +423,3 @@ def _headline(metrics: dict | None) -> dict | None:
         return None
     keys = ("clips", "files", "tracks", "clip_accuracy", "file_accuracy", "track_accuracy", "macro_f1", "loss")
     return {k: metrics[k] for k in keys}
-
-
-def _json_line(obj: dict) -> str:
-    import json
-
-    return json.dumps(obj) + "\n"
-
-
-def train_arch(
-    arch,
-    data,
-    out_dir,
-    config: TrainConfig | None = None,
-    rt: Runtime | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    *,
-    channels=None,
-    dropout: float = 0.1,
-    on_epoch_end: Callable[[dict], None] | None = None,
-    show_progress: bool = True,
-    **space_kwargs,
-) -> dict:
-    """Builds the fixed network of ``arch`` (seeded), trains it with :func:`train_model` and writes the
-    full model bundle to ``out_dir``. Returns the training summary."""
-    from musicnas.export.bundle import ModelSpec, build_model
-    from musicnas.runtime import setup
-
-    config = config or TrainConfig()
-    rt = rt or setup()
-    out = Path(out_dir)
-    in_channels = int(data.input_shape[0])
-    spec = ModelSpec.for_arch(
-        arch,
-        in_channels=in_channels,
-        num_classes=data.num_classes,
-        channels=channels,
-        dropout=dropout,
-        **space_kwargs,
-    )
-    # Recorded up front so `musicnas train --resume MODEL` can rebuild the same network and settings.
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        atomic_write_json(out / "arch.json", arch.to_json())
-        atomic_write_json(
-            out / TRAIN_CONFIG_FILE,
-            {"config": config.to_dict(), "seed": seed, "model": spec.to_dict(arch), "data": str(data.root)},
-        )
-    torch.manual_seed(seed)  # weight initialisation
-    model = build_model(spec, arch)
-    if spec.channels is None and isinstance(getattr(model, "channels", None), int):
-        spec.channels = model.channels  # record the width the space chose, for readers of bundle.json
-    return train_model(
-        model,
-        data,
-        out,
-        config,
-        rt,
-        seed=seed,
-        resume=resume,
-        model_spec=spec,
-        arch=arch,
-        on_epoch_end=on_epoch_end,
-        show_progress=show_progress,
-    )
