@@ -13,12 +13,6 @@ from musicnas.runtime import MusicnasError
 
 log = logging.getLogger(__name__)
 
-# CLI option name -> Space field name, per space
-SPACE_FIELDS = {
-    "macro": {"layers": "num_layers", "channels": "channels", "branches": "num_branches", "whole_channels": "whole_channels"},
-    "micro": {"cells": "num_cells", "nodes": "num_nodes", "channels": "channels"},
-}  # fmt: skip
-
 
 def search_space_options(func):
     """``--space`` and the space size options; unset ones keep the preset's / config file's values."""
@@ -51,11 +45,9 @@ def _space_overrides(space: str, options: dict) -> dict | None:
     """The space options given on the command line, as Space fields (None when none were given)."""
     from musicnas.spaces import get_space_module
 
-    given = {k: v for k, v in options.items() if v is not None}
-    if not given:
-        return None
-    get_space_module(space).Space.from_options(**options)  # rejects options of the other space, bad values
-    return {SPACE_FIELDS[space][k]: v for k, v in given.items()}
+    space_cls = get_space_module(space).Space
+    space_cls.from_options(**options)  # rejects options of the other space, bad values
+    return {space_cls.OPTIONS[k]: v for k, v in options.items() if v is not None} or None
 
 
 @click.command()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,38 +22,21 @@ from typing import Any, ClassVar
 import torch
 
 from musicnas.runtime import MusicnasError, make_generator
+from musicnas.spaces.fields import (
+    ARCH_FORMAT,
+    ARCH_VERSION,
+    as_int,
+    check_arch_header,
+    fields_from_options,
+    soft_int,
+)
 
 OP_NAMES = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")
-ARCH_FORMAT = "musicnas-arch"
-ARCH_VERSION = 1
 
 # Defaults sized for a 2-core CPU (the reference searched 12 layers x 36 channels on a GPU).
 DEFAULT_LAYERS = 6
 DEFAULT_CHANNELS = 24
 DEFAULT_BRANCHES = 6
-
-
-def _as_int(value: Any, what: str) -> int:
-    """``value`` as a Python int: ints, numpy/torch integer scalars and integral floats; never a bool."""
-    if isinstance(value, bool):
-        raise MusicnasError(f"{what} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise MusicnasError(f"{what} must be an integer, got {value!r}") from None
-
-
-def _soft_int(value: Any) -> Any:
-    """Python int for integer-like scalars (numpy, torch) so archs hash, compare and serialise alike;
-    anything else is left for :meth:`MacroArch.validate` to reject with context."""
-    if isinstance(value, bool):
-        return value
-    try:
-        return operator.index(value)
-    except TypeError:
-        return value
 
 
 @dataclass(frozen=True)
@@ -76,9 +58,9 @@ class MacroSpace:
     type: ClassVar[str] = "macro"
 
     def __post_init__(self) -> None:
-        layers = _as_int(self.num_layers, "macro space: layers")
-        branches = _as_int(self.num_branches, "macro space: branches")
-        channels = _as_int(self.channels, "macro space: channels")
+        layers = as_int(self.num_layers, "macro space: layers")
+        branches = as_int(self.num_branches, "macro space: branches")
+        channels = as_int(self.channels, "macro space: channels")
         if layers < 1:
             raise MusicnasError(f"macro space: layers must be at least 1, got {layers}")
         if not 4 <= branches <= 6:
@@ -93,7 +75,7 @@ class MacroSpace:
             raise MusicnasError(
                 f"macro space: whole_channels must be true or false, got {self.whole_channels!r}"
             )
-        stem_stride = _as_int(self.stem_stride, "macro space: stem_stride")
+        stem_stride = as_int(self.stem_stride, "macro space: stem_stride")
         if stem_stride not in (1, 2):
             raise MusicnasError(f"macro space: stem_stride must be 1 or 2, got {stem_stride}")
         object.__setattr__(self, "num_layers", layers)
@@ -156,21 +138,16 @@ class MacroSpace:
             raise MusicnasError(f"macro space: unknown keys {unknown}; expected {sorted(fields)}")
         return cls(**{k: v for k, v in data.items() if k in fields})
 
+    # CLI option -> field (the one mapping: `musicnas search`, `musicnas arch` and the benchmark use it)
+    OPTIONS: ClassVar[dict[str, str]] = {"layers": "num_layers", "branches": "num_branches",
+        "whole_channels": "whole_channels", "channels": "channels", "stem_stride": "stem_stride"}  # fmt: skip
+
     @classmethod
     def from_options(cls, **options: Any) -> MacroSpace:
         """Builds the space from CLI options (None = not given = default). Options of other spaces
         (``cells``, ``nodes``) are rejected when given, so a typo'd command line does not silently
         search a different space."""
-        mapping = {"layers": "num_layers", "branches": "num_branches", "whole_channels": "whole_channels",
-                   "channels": "channels", "stem_stride": "stem_stride"}  # fmt: skip
-        foreign = sorted(k for k, v in options.items() if k not in mapping and v is not None)
-        if foreign:
-            flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
-            raise MusicnasError(
-                f"{flags} {'does' if len(foreign) == 1 else 'do'} not apply to the macro space (it takes --layers, --channels, --branches, "
-                "--whole-channels/--channel-ranges); drop them or choose --space micro"
-            )
-        return cls(**{mapping[k]: v for k, v in options.items() if k in mapping and v is not None})
+        return cls(**fields_from_options(options, cls.OPTIONS, _foreign_options))
 
     # ----- sampling ----------------------------------------------------------------------------------
     def sample(self, generator: torch.Generator | int) -> MacroArch:
@@ -241,10 +218,10 @@ class MacroArch:
         if not isinstance(self.space, MacroSpace):
             raise MusicnasError(f"macro architecture needs a MacroSpace, got {type(self.space).__name__}")
         try:
-            object.__setattr__(self, "ops", tuple(_soft_int(v) for v in self.ops))
-            object.__setattr__(self, "skips", tuple(tuple(_soft_int(v) for v in s) for s in self.skips))
+            object.__setattr__(self, "ops", tuple(soft_int(v) for v in self.ops))
+            object.__setattr__(self, "skips", tuple(tuple(soft_int(v) for v in s) for s in self.skips))
             object.__setattr__(
-                self, "ranges", tuple(tuple(tuple(_soft_int(v) for v in p) for p in r) for r in self.ranges)
+                self, "ranges", tuple(tuple(tuple(soft_int(v) for v in p) for p in r) for r in self.ranges)
             )
         except TypeError as exc:
             raise MusicnasError(f"macro architecture: ops, skips and ranges must be lists: {exc}") from exc
@@ -266,7 +243,7 @@ class MacroArch:
             if self.ranges:
                 raise MusicnasError("macro architecture has channel ranges but its space uses whole channels")
             for layer, op in enumerate(self.ops):
-                op = _as_int(op, f"layer {layer}: op")
+                op = as_int(op, f"layer {layer}: op")
                 if not 0 <= op < space.num_branches:
                     raise MusicnasError(
                         f"layer {layer}: op {op} is out of range: the space has {space.num_branches} branches "
@@ -292,8 +269,8 @@ class MacroArch:
                         raise MusicnasError(
                             f"layer {layer}, branch {b}: a channel range is (start, count), got {pair!r}"
                         )
-                    start = _as_int(pair[0], f"layer {layer}, branch {b}: start")
-                    count = _as_int(pair[1], f"layer {layer}, branch {b}: count")
+                    start = as_int(pair[0], f"layer {layer}, branch {b}: start")
+                    count = as_int(pair[1], f"layer {layer}, branch {b}: count")
                     if not 0 <= start < c:
                         raise MusicnasError(
                             f"layer {layer}, branch {b}: start {start} must be in 0..{c - 1} ({c} channels)"
@@ -405,21 +382,12 @@ class MacroArch:
     def from_json(cls, data: dict) -> MacroArch:
         """Reads :meth:`to_json` output. ``flat`` is the source of truth; ``layers``, when present, must
         agree with it (so a hand edit of one but not the other is caught)."""
-        if not isinstance(data, dict):
-            raise MusicnasError("architecture JSON must be an object")
-        if data.get("format") != ARCH_FORMAT:
-            raise MusicnasError(
-                f"not a musicnas architecture: format is {data.get('format')!r}, expected {ARCH_FORMAT!r}"
-            )
-        if data.get("version") != ARCH_VERSION:
-            raise MusicnasError(
-                f"architecture JSON version {data.get('version')!r} is not supported (this musicnas reads {ARCH_VERSION})"
-            )
+        check_arch_header(data)
         space = MacroSpace.from_dict(data.get("space"))
         flat = data.get("flat")
         if not isinstance(flat, list):
             raise MusicnasError("architecture JSON has no 'flat' list of integers")
-        arch = cls.from_flat([_as_int(v, "flat entry") for v in flat], space)
+        arch = cls.from_flat([as_int(v, "flat entry") for v in flat], space)
         if "layers" in data and data["layers"] != arch.to_json()["layers"]:
             raise MusicnasError(
                 "architecture JSON: 'layers' and 'flat' describe different architectures; fix or drop 'layers'"
@@ -450,6 +418,13 @@ class MacroArch:
             pool = "  | reduce after" if layer in self.space.pool_layers else ""
             lines.append(f"  L{layer:<2d} {what}  skips: {sources}{pool}")
         return "\n".join(lines)
+
+
+def _foreign_options(flags: list[str]) -> str:
+    return (
+        f"{', '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply to the macro space (it takes --layers, "
+        "--channels, --branches, --whole-channels/--channel-ranges); drop them or choose --space micro"
+    )
 
 
 def log10_size(space: MacroSpace) -> float:

@@ -8,16 +8,20 @@ reference's: the normal cell's ``4B`` integers, then the reduction cell's ``4B``
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from musicnas.runtime import MusicnasError, make_generator
-
-ARCH_FORMAT = "musicnas-arch"
-ARCH_VERSION = 1
+from musicnas.spaces.fields import (
+    ARCH_FORMAT,
+    ARCH_VERSION,
+    as_int,
+    check_arch_header,
+    fields_from_options,
+    soft_int,
+)
 
 # Op id -> name. The order is the reference's and is part of the on-disk format.
 OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
@@ -26,12 +30,6 @@ SEP_CONV_3X3, SEP_CONV_5X5, AVG_POOL_3X3, MAX_POOL_3X3, IDENTITY = range(NUM_OPS
 
 # Number of nodes in the reduction/normal cell each tensor index can point at, before the nodes.
 NUM_CELL_INPUTS = 2
-
-
-def _check_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise MusicnasError(f"{what} must be an integer, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class MicroSpace:
 
     def __post_init__(self):
         for name, low in (("num_cells", 1), ("num_nodes", 1), ("channels", 1)):
-            value = _check_int(getattr(self, name), f"micro space {name}")
+            value = as_int(getattr(self, name), f"micro space {name}")
             if value < low:
                 raise MusicnasError(f"micro space {name} must be >= {low}, got {value}")
 
@@ -87,38 +85,13 @@ class MicroSpace:
         kwargs = {k: d[k] for k in ("num_cells", "num_nodes", "channels") if k in d}
         return cls(**kwargs)
 
+    # CLI option -> field (the one mapping: `musicnas search`, `musicnas arch` and the benchmark use it)
+    OPTIONS: ClassVar[dict[str, str]] = {"cells": "num_cells", "nodes": "num_nodes", "channels": "channels"}
+
     @classmethod
-    def from_options(
-        cls,
-        cells: int | None = None,
-        nodes: int | None = None,
-        channels: int | None = None,
-        layers: int | None = None,
-        branches: int | None = None,
-        whole_channels: bool | None = None,
-    ) -> MicroSpace:
+    def from_options(cls, **options) -> MicroSpace:
         """Builds the space from CLI options; options of the macro space are rejected, not ignored."""
-        wrong = [
-            f"--{name}"
-            for name, value in (
-                ("layers", layers),
-                ("branches", branches),
-                ("whole-channels", whole_channels),
-            )
-            if value is not None
-        ]
-        if wrong:
-            raise MusicnasError(
-                f"{', '.join(wrong)} only {'applies' if len(wrong) == 1 else 'apply'} to the macro space; the micro "
-                "space takes --cells, --nodes "
-                "and --channels"
-            )
-        defaults = cls()
-        return cls(
-            num_cells=defaults.num_cells if cells is None else cells,
-            num_nodes=defaults.num_nodes if nodes is None else nodes,
-            channels=defaults.channels if channels is None else channels,
-        )
+        return cls(**fields_from_options(options, cls.OPTIONS, _foreign_options))
 
     # --- counting and sampling -----------------------------------------------------------------
     def cell_size(self) -> int:
@@ -167,8 +140,8 @@ def _cell_errors(cell, space: MicroSpace, name: str) -> None:
         if not isinstance(node, (tuple, list)) or len(node) != 4:
             raise MusicnasError(f"{name} cell node {j} must be [index_1, op_1, index_2, op_2], got {node!r}")
         for slot in range(2):
-            index = _check_int(node[2 * slot], f"{name} cell node {j} index_{slot + 1}")
-            op = _check_int(node[2 * slot + 1], f"{name} cell node {j} op_{slot + 1}")
+            index = as_int(node[2 * slot], f"{name} cell node {j} index_{slot + 1}")
+            op = as_int(node[2 * slot + 1], f"{name} cell node {j} op_{slot + 1}")
             if not 0 <= index < j + NUM_CELL_INPUTS:
                 raise MusicnasError(
                     f"{name} cell node {j} index_{slot + 1}={index} is out of range: node {j} can only read "
@@ -195,7 +168,7 @@ class MicroArch:
             cell = getattr(self, name)
             if isinstance(cell, (list, tuple)):
                 cell = tuple(
-                    tuple(_as_int(v) for v in node) if isinstance(node, (list, tuple)) else node
+                    tuple(soft_int(v) for v in node) if isinstance(node, (list, tuple)) else node
                     for node in cell
                 )
                 object.__setattr__(self, name, cell)
@@ -231,7 +204,7 @@ class MicroArch:
                 f"(normal cell 4B, then reduction cell 4B), got {len(ints)}"
             )
         for k, v in enumerate(ints):
-            _check_int(v, f"flat architecture entry {k}")
+            as_int(v, f"flat architecture entry {k}")
         half = 4 * space.num_nodes
         cells = [
             tuple(tuple(ints[start + 4 * j : start + 4 * j + 4]) for j in range(space.num_nodes))
@@ -253,17 +226,7 @@ class MicroArch:
 
     @classmethod
     def from_json(cls, d: dict) -> MicroArch:
-        if not isinstance(d, dict):
-            raise MusicnasError("architecture JSON must be an object written by musicnas")
-        if d.get("format") != ARCH_FORMAT:
-            raise MusicnasError(
-                f"not a musicnas architecture file: format is {d.get('format')!r}, expected {ARCH_FORMAT!r}"
-            )
-        if d.get("version") != ARCH_VERSION:
-            raise MusicnasError(
-                f"architecture file version {d.get('version')!r} is not supported (this musicnas reads "
-                f"version {ARCH_VERSION}); re-create it with this version"
-            )
+        check_arch_header(d)
         space = MicroSpace.from_dict(d.get("space"))
         if "flat" in d:
             arch = cls.from_flat(d["flat"], space)
@@ -294,10 +257,11 @@ class MicroArch:
         return "\n".join(lines)
 
 
-def _as_int(value):
-    """numpy integers become Python ints (so equal architectures compare and hash equal); anything else
-    is left for :meth:`MicroArch.validate` to reject with a clear message."""
-    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+def _foreign_options(flags: list[str]) -> str:
+    return (
+        f"{', '.join(flags)} only {'applies' if len(flags) == 1 else 'apply'} to the macro space; the micro "
+        "space takes --cells, --nodes and --channels"
+    )
 
 
 def _tensor_name(index: int) -> str:
