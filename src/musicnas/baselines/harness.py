@@ -30,12 +30,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from musicnas.baselines.budget import Budget
-from musicnas.baselines.table import METHODS, summarise, to_markdown
-from musicnas.runtime import MusicnasError, Runtime, make_generator
+from musicnas.baselines.table import METHODS, render_report, summarise
+from musicnas.runtime import MusicnasError, Runtime, derive_seed, make_generator
 from musicnas.utils.io import atomic_write_json, atomic_write_text, read_json
 from musicnas.utils.logging import progress
 
@@ -101,17 +100,19 @@ class Bench:
 
 
 def space_options(budget: Budget) -> dict:
+    """The budget's space as Space fields, through the space's own CLI-option mapping: ``num_layers`` is
+    the macro space's layers and the micro space's normal cells per stage."""
+    from musicnas.spaces import get_space_module
+
     if budget.space == "macro":
-        return {
-            "num_layers": budget.num_layers,
-            "channels": budget.channels,
-            "num_branches": budget.num_branches,
-            "whole_channels": True,
-            "stem_stride": budget.stem_stride,
-        }
-    if budget.space == "micro":
-        return {"num_cells": budget.num_layers, "channels": budget.channels}
-    raise MusicnasError(f"unknown search space {budget.space!r} in the budget: use macro or micro")
+        options = {"layers": budget.num_layers, "channels": budget.channels, "branches": budget.num_branches,
+                   "whole_channels": True, "stem_stride": budget.stem_stride}  # fmt: skip
+    elif budget.space == "micro":
+        options = {"cells": budget.num_layers, "channels": budget.channels}
+    else:
+        raise MusicnasError(f"unknown search space {budget.space!r} in the budget: use macro or micro")
+    space_cls = get_space_module(budget.space).Space
+    return {space_cls.OPTIONS[k]: v for k, v in options.items()}
 
 
 def make_space(budget: Budget):
@@ -149,11 +150,6 @@ def train_config(bench: Bench, epochs: int):
     from musicnas.training.trainer import TrainConfig
 
     return TrainConfig(epochs=int(epochs), batch_size=bench.budget.batch_size, patience=0)
-
-
-def derived_seed(seed: int, purpose: str) -> int:
-    streams = {"random_archs": 31}
-    return int(np.random.default_rng([int(seed), streams[purpose]]).integers(0, 2**31 - 1))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,7 +248,7 @@ def run_random_retrained(bench: Bench, seed: int, run_dir: Path) -> dict:
 
     b = bench.budget
     archs = sample_distinct_archs(
-        make_space(b), b.random_k, make_generator(derived_seed(seed, "random_archs"))
+        make_space(b), b.random_k, make_generator(derive_seed(seed, "benchmark.random_archs"))
     )
     candidates = []
     search_time = 0.0
@@ -393,13 +389,14 @@ def ranking_for_seed(bench: Bench, seed_dir: Path) -> dict | None:
             saved = read_json(previous, "ranking")
             if isinstance(saved, dict) and saved.get("inputs") == inputs:
                 return saved
-    candidates = read_json(cand_file, "random architectures")["candidates"]
+    random_run = read_json(cand_file, "random architectures")
+    candidates = random_run["candidates"]
     archs = [load_arch(c["arch"]) for c in candidates]
     standalone = [c["val_acc"] for c in candidates]
     shared = shared_weight_accuracies(enas_run, archs, bench.data, bench.rt)
     extra: dict = {
         "standalone_measure": "validation clip accuracy after training from scratch for "
-        f"{read_json(cand_file, 'random architectures')['epochs_each']} epoch(s)",
+        f"{random_run['epochs_each']} epoch(s)",
         "shared_measure": "validation clip accuracy with the ENAS search network's shared weights",
     }
     ws_run = seed_dir / "random_ws" / "search"
@@ -524,7 +521,7 @@ def run_benchmark(
     report["runs_total_time"] = sum(r["total_time"] for r in runs)
     report["runs_cpu_time"] = sum(r.get("cpu_time", 0.0) for r in runs)
     atomic_write_json(out / "benchmark.json", report)
-    atomic_write_text(out / "benchmark.md", render_markdown(report))
+    atomic_write_text(out / "benchmark.md", render_report(report))
     if rankings:
         first = rankings[seeds[0]] if seeds[0] in rankings else next(iter(rankings.values()))
         atomic_write_json(out / "ranking.json", {**first, "per_seed": report["ranking"]["per_seed"]})
@@ -590,49 +587,3 @@ def build_report(
         "wall_time": wall_time,
         "runtime": bench.rt.describe(),
     }
-
-
-def render_markdown(report: dict) -> str:
-    b = report["budget"]
-    mc = report["matched_compute"]
-    lines = ["# musicnas benchmark", ""]
-    if report.get("command"):
-        lines += ["```", report["command"], "```", ""]
-    data = report["data"]
-    lines += [
-        f"Data: {len(data['classes'])} classes, clips train/val/test "
-        f"{data['clips']['train']}/{data['clips']['val']}/{data['clips']['test']}; seeds {report['seeds']}; "
-        f"{len(report['runs'])} runs took {report.get('runs_total_time', 0):.0f} s of wall time and "
-        f"{report.get('runs_cpu_time', 0):.0f} CPU seconds in all; this invocation {report['wall_time']:.0f} s "
-        f"on {report['runtime'].get('device')} ({report['runtime'].get('threads')} threads), reusing "
-        f"{report.get('reused_runs', 0)} finished runs.",
-        "",
-        to_markdown(report["rows"]),
-        "Test-split accuracy, mean ± sample standard deviation over seeds; params, MACs (per clip) and times are "
-        "means. Search time: ENAS/random-WS search and deriving, or the k short trainings; train time: the "
-        "final training (the floor: fitting).",
-        "",
-        f"Budget: search {b['search_epochs']} epochs ({mc['planned_search_steps']} child steps; random-retrained: "
-        f"{b['random_k']} architectures x {b['search_epochs'] // b['random_k']} epochs), final retrain "
-        f"{b['retrain_epochs']} epochs ({mc['planned_retrain_steps']} steps) for every searched architecture "
-        f"and the hand CNN; {mc['steps_per_epoch']} steps per epoch at batch size {b['batch_size']}.",
-        "",
-    ]
-    per_seed = report["ranking"]["per_seed"]
-    if per_seed:
-        lines += ["## Ranking quality (shared-weight vs stand-alone accuracy)", ""]
-        lines += [
-            "| Seed | n | Kendall τ (ENAS weights) | p | Kendall τ (random-WS weights) | p |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in per_seed:
-            lines.append(
-                f"| {r['seed']} | {r['n']} | {_num(r['kendall_tau'])} | {_num(r['p_value'])} | "
-                f"{_num(r['kendall_tau_random_ws'])} | {_num(r['p_value_random_ws'])} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

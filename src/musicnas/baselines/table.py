@@ -1,4 +1,5 @@
-"""Aggregates benchmark runs (one per method and seed) into the results table: JSON and markdown.
+"""Aggregates benchmark runs (one per method and seed) into the results table: JSON and markdown
+(``benchmark.md`` is rendered here too).
 
 Rows are methods, in a fixed order; columns are mean ± sample standard deviation over seeds of clip and
 track test accuracy, and means of parameters, MACs, search time, train time and total time (seconds).
@@ -100,18 +101,73 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def to_markdown(rows: Sequence[dict]) -> str:
-    lines = ["| " + " | ".join(MARKDOWN_HEADER) + " |", "|" + "|".join("---" for _ in MARKDOWN_HEADER) + "|"]
-    for row in rows:
-        cells = [
-            row["label"],
-            _pct(row["clip_acc_mean"], row["clip_acc_std"]),
-            _pct(row["track_acc_mean"], row["track_acc_std"]),
-            _count(row["params"]),
-            _count(row["macs"]),
-            _seconds(row["search_time"]),
-            _seconds(row["train_time"]),
-            _seconds(row["total_time"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table of already formatted cells (the one renderer of every benchmark table)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines) + "\n"
+
+
+def to_markdown(rows: Sequence[dict]) -> str:
+    """The results table (one row per method)."""
+    return markdown_table(
+        MARKDOWN_HEADER,
+        (
+            [
+                row["label"],
+                _pct(row["clip_acc_mean"], row["clip_acc_std"]),
+                _pct(row["track_acc_mean"], row["track_acc_std"]),
+                _count(row["params"]),
+                _count(row["macs"]),
+                _seconds(row["search_time"]),
+                _seconds(row["train_time"]),
+                _seconds(row["total_time"]),
+            ]
+            for row in rows
+        ),
+    )
+
+
+def render_report(report: dict) -> str:
+    """``benchmark.md``: the data, the results table, the budget and the ranking study."""
+    b = report["budget"]
+    mc = report["matched_compute"]
+    lines = ["# musicnas benchmark", ""]
+    if report.get("command"):
+        lines += ["```", report["command"], "```", ""]
+    data = report["data"]
+    lines += [
+        f"Data: {len(data['classes'])} classes, clips train/val/test "
+        f"{data['clips']['train']}/{data['clips']['val']}/{data['clips']['test']}; seeds {report['seeds']}; "
+        f"{len(report['runs'])} runs took {report.get('runs_total_time', 0):.0f} s of wall time and "
+        f"{report.get('runs_cpu_time', 0):.0f} CPU seconds in all; this invocation {report['wall_time']:.0f} s "
+        f"on {report['runtime'].get('device')} ({report['runtime'].get('threads')} threads), reusing "
+        f"{report.get('reused_runs', 0)} finished runs.",
+        "",
+        to_markdown(report["rows"]),
+        "Test-split accuracy, mean ± sample standard deviation over seeds; params, MACs (per clip) and times are "
+        "means. Search time: ENAS/random-WS search and deriving, or the k short trainings; train time: the "
+        "final training (the floor: fitting).",
+        "",
+        f"Budget: search {b['search_epochs']} epochs ({mc['planned_search_steps']} child steps; random-retrained: "
+        f"{b['random_k']} architectures x {b['search_epochs'] // b['random_k']} epochs), final retrain "
+        f"{b['retrain_epochs']} epochs ({mc['planned_retrain_steps']} steps) for every searched architecture "
+        f"and the hand CNN; {mc['steps_per_epoch']} steps per epoch at batch size {b['batch_size']}.",
+        "",
+    ]
+    per_seed = report["ranking"]["per_seed"]
+    if per_seed:
+        lines += ["## Ranking quality (shared-weight vs stand-alone accuracy)", ""]
+        header = ("Seed", "n", "Kendall τ (ENAS weights)", "p", "Kendall τ (random-WS weights)", "p")
+        cells = [
+            [str(r["seed"]), str(r["n"]), _num(r["kendall_tau"]), _num(r["p_value"]),
+             _num(r["kendall_tau_random_ws"]), _num(r["p_value_random_ws"])]
+            for r in per_seed
+        ]  # fmt: skip
+        lines.append(markdown_table(header, cells).rstrip("\n"))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

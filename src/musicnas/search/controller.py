@@ -128,7 +128,7 @@ class Controller(nn.Module):
     Subclasses set ``space`` and implement :meth:`_walk`; optionally :meth:`arch_stats`.
     """
 
-    kind = "lstm"  # recorded in a search run's config.json
+    kind: str | None = None  # a controller other than ENAS's names itself in the run's config.json
 
     def __init__(self, space, seed: int = 0):
         super().__init__()

@@ -254,7 +254,6 @@ class SearchRun:
             FORMAT_VERSION,
             search=self.config.to_dict(),
             space=self.space.to_dict(),
-            controller=self.controller.kind,
             data={
                 "path": self.config.data,
                 "cache": str(getattr(data, "root", "")),
@@ -264,6 +263,7 @@ class SearchRun:
                 "val_clips": int(len(self.val_idx)),
             },
             runtime=self.rt.describe(),
+            **({"controller": self.controller.kind} if self.controller.kind else {}),
         )
 
     def _log_row(self, name: str, prefix: str, row: dict, step: int) -> None:
