@@ -125,7 +125,7 @@ def test_same_options_reuse_the_cache(tmp_path, monkeypatch):
     def must_not_build(*args, **kwargs):
         raise AssertionError("cache was rebuilt although nothing changed")
 
-    monkeypatch.setattr(cache_module, "_build", must_not_build)
+    monkeypatch.setattr(cache_module.builder, "build_cache", must_not_build)
     again = quick_prepare(data, tmp_path / "cache", workers=2)  # workers do not change the contents
     assert again.root == first.root
     assert (again.root / "meta.json").stat().st_mtime_ns == stamp

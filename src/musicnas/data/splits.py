@@ -157,3 +157,35 @@ def read_splits_csv(text: str) -> list[ClipRow]:
     if tuple(reader.fieldnames or ()) != SPLITS_COLUMNS:
         raise ValueError(f"splits.csv header is {reader.fieldnames}, expected {list(SPLITS_COLUMNS)}")
     return [ClipRow(r["path"], r["group"], r["label"], r["split"], float(r["offset"])) for r in reader]
+
+
+def group_splits(
+    files, file_clips: dict[int, int], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, str]:
+    """The split of every group (track) among the used files (``file_clips``: file index -> clips).
+
+    A group's label is the majority over its clips; splits a manifest gives are kept (a group in two
+    splits is an error); the rest are assigned by :func:`assign_splits`."""
+    group_files: dict[str, list[int]] = defaultdict(list)
+    for i in file_clips:
+        group_files[files[i].group].append(i)
+    group_labels = {
+        g: majority_label(files[i].label for i in idx for _ in range(file_clips[i]))
+        for g, idx in group_files.items()
+    }
+    explicit = _explicit_splits(files, group_files)
+    return assign_splits(group_labels, explicit, val_fraction, test_fraction, seed)
+
+
+def _explicit_splits(files, group_files: dict[str, list[int]]) -> dict[str, str]:
+    explicit: dict[str, str] = {}
+    for group, idx in group_files.items():
+        given = {files[i].split for i in idx if files[i].split}
+        if len(given) > 1:
+            raise MusicnasError(
+                f"group {group!r} has files in several splits ({', '.join(sorted(given))}) in the manifest; a "
+                "group must stay in one split: fix the split or group column"
+            )
+        if given:
+            explicit[group] = given.pop()
+    return explicit
