@@ -34,7 +34,7 @@ def test_checkpoint_roundtrip_and_truncation_refused(tmp_path):
     state = load_checkpoint(path)
     assert state["epoch"] == 3 and torch.equal(state["w"], torch.arange(5.0))
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(MusicnasError, match="truncated, corrupt"):
+    with pytest.raises(MusicnasError, match="truncated or corrupt"):
         load_checkpoint(path)
 
 

@@ -36,6 +36,12 @@ class MusicnasError(Exception):
     """An error whose message tells the user what is wrong and how to fix it (shown without traceback)."""
 
 
+def describe_exception(exc: BaseException, limit: int = 200) -> str:
+    """``"TypeName: first line of the message"`` (an empty message gives the type name alone)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Where tensors live and how many threads work on them."""

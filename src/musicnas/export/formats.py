@@ -13,9 +13,9 @@ equal to LogMel. TorchScript runs torch.stft natively and keeps LogMel as is.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from musicnas.runtime import MusicnasError
-from musicnas.utils.io import atomic_path
+from musicnas.runtime import MusicnasError, describe_exception
+from musicnas.utils.io import atomic_path, atomic_write_bytes, ensure_dir, is_disk_full
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
+# opsets torch 2.13's exporters know (torch.onnx._constants: ONNX_MIN_OPSET .. ONNX_MAX_OPSET)
+ONNX_MIN_OPSET, ONNX_MAX_OPSET = 7, 23
 # Logits of float32 models agree to ~1e-5 between runtimes; the front end's DFT-as-conv adds ~1e-4.
 DEFAULT_TOLERANCE = 1e-3
 
@@ -190,9 +192,10 @@ def export_onnx(
                     dynamo=dynamo,
                 )
         except Exception as exc:  # the exporters raise many types; the user needs the gist, not the stack
+            if is_disk_full(exc):
+                raise  # atomic_path says what could not be written and removes the partial file
             raise MusicnasError(
-                f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
-                "try --format torchscript"
+                f"ONNX export failed ({describe_exception(exc, 300)}); try --format torchscript"
             ) from exc
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run(["logits"], {input_name: probe.numpy()})[0]
@@ -214,24 +217,28 @@ def export_torchscript(
     probe = _example_input(classifier, with_frontend, batch=3, seed=1)
     # trace a copy so the reference stays untouched by tracing
     traced_source = copy.deepcopy(reference_module).eval()
-    with atomic_path(out) as tmp, warnings.catch_warnings():
+    with warnings.catch_warnings():
         # torch 2.13 marks torch.jit deprecated and warns about Python-side shape checks while tracing;
         # the check run below is what tells whether the trace is right
         warnings.simplefilter("ignore")
         try:
             with torch.no_grad():
                 traced = torch.jit.trace(traced_source, (example,), check_trace=False)
-            torch.jit.save(traced, str(tmp))
+            # Serialised in memory: torch.jit.save writing to a full disk aborts the process from C++
+            # (leaving a 0-byte file); the bytes go to disk through atomic_write_bytes instead.
+            buffer = io.BytesIO()
+            torch.jit.save(traced, buffer)
         except Exception as exc:
             raise MusicnasError(
-                f"TorchScript export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
-                "try --format onnx"
+                f"TorchScript export failed ({describe_exception(exc, 300)}); try --format onnx"
             ) from exc
-        loaded = torch.jit.load(str(tmp), map_location="cpu")
+        data = buffer.getvalue()
+        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")  # the exact bytes that are written
         with torch.no_grad():
             got = loaded(probe).numpy()
             reference = reference_module(probe).numpy()
         diff = _check(out, reference, got, tolerance, "TorchScript model")
+    atomic_write_bytes(out, data)
     log.debug("TorchScript export %s: max abs diff to PyTorch %.3g", out, diff)
     return ExportReport(
         out, "torchscript", with_frontend, input_name, ["batch", *probe.shape[1:]], diff, tolerance
@@ -248,7 +255,7 @@ def export_model(classifier, fmt: str, out, with_frontend: bool = False, **kwarg
         raise MusicnasError(
             f"--out {out} is a folder; give a file name such as {out / ('model.' + ('onnx' if fmt == 'onnx' else 'pt'))}"
         )
-    os.makedirs(out.parent, exist_ok=True)
+    ensure_dir(out.parent, "export folder")
     if fmt == "onnx":
         return export_onnx(classifier, out, with_frontend, **kwargs)
     return export_torchscript(classifier, out, with_frontend, **kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from musicnas.runtime import MusicnasError
+from musicnas.runtime import MusicnasError, describe_exception
 from musicnas.utils.io import load_checkpoint
 
 
@@ -45,7 +45,7 @@ def bundle_from_search(run_dir: str | os.PathLike, out_dir: str | os.PathLike, d
     except RuntimeError as exc:
         raise MusicnasError(
             f"the search checkpoint does not fit a {arch.space.type} search network for this data "
-            f"({data.num_classes} classes, input {tuple(data.input_shape)}): {str(exc).splitlines()[0]}"
+            f"({data.num_classes} classes, input {tuple(data.input_shape)}): {describe_exception(exc)}"
         ) from exc
     subnet = space.extract_subnet(search_net.eval(), arch).eval()
     spec = ModelSpec.for_type(
