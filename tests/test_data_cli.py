@@ -52,7 +52,7 @@ def test_prepare_then_inspect(tmp_path, capsys):
     assert code == 0 and json.loads(out)["key"] == prepared["key"]
     code, out, _ = run(["data", "inspect", "--cache", str(cache_dir)], capsys)
     assert code == 0
-    assert "classes   3: a, b, c" in out and "broken.wav: not readable audio" in out
+    assert "classes   3: a, b, c" in out and "broken.wav: not audio: the file holds text" in out
     assert out.count("\ntrain ") == 1 and "\nval " in out and "\ntest " in out
 
 
@@ -61,7 +61,7 @@ def test_prepare_then_inspect(tmp_path, capsys):
     [
         (["data", "prepare", "--data", "{tmp}/nothing"], "does not exist"),
         (["data", "inspect", "--cache", "{tmp}"], "no prepared feature cache"),
-        (["data", "prepare", "--data", "{tmp}", "--n-mels", "0"], "invalid feature options"),
+        (["data", "prepare", "--data", "{tmp}", "--n-mels", "0"], "0 is not in the range 1<=x<=512"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(tmp_path, capsys, args, message):

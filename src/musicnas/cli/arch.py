@@ -8,6 +8,7 @@ import re
 
 import click
 
+from musicnas.cli.common import CHANNELS, LAYERS, SEED
 from musicnas.runtime import MusicnasError
 
 DEFAULT_INPUT = "64x94"  # the demo's log-mel clips: 64 mels x 94 frames
@@ -24,18 +25,23 @@ def space_options(func):
         default=None,
         help="Search space [default: macro, or the space recorded in ARCH.json].",
     )
-    @click.option("--layers", type=int, default=None, help="Macro: number of layers [default: 6].")
+    @click.option("--layers", type=LAYERS, default=None, help="Macro: number of layers [default: 6].")
     @click.option(
-        "--channels", type=int, default=None, help="Channels of the search network [macro default: 24]."
+        "--channels", type=CHANNELS, default=None, help="Channels of the search network [macro default: 24]."
     )
-    @click.option("--branches", type=int, default=None, help="Macro: ops to choose from, 4-6 [default: 6].")
+    @click.option(
+        "--branches",
+        type=click.IntRange(4, 6),
+        default=None,
+        help="Macro: ops to choose from, 4-6 [default: 6].",
+    )
     @click.option(
         "--whole-channels/--channel-ranges",
         default=None,
         help="Macro: one op per layer (default), or every op on a searched channel range.",
     )
-    @click.option("--cells", type=int, default=None, help="Micro: cells per stage.")
-    @click.option("--nodes", type=int, default=None, help="Micro: nodes per cell.")
+    @click.option("--cells", type=click.IntRange(1, 32), default=None, help="Micro: cells per stage.")
+    @click.option("--nodes", type=click.IntRange(1, 16), default=None, help="Micro: nodes per cell.")
     @functools.wraps(func)
     def wrapper(*args, space_name, layers, channels, branches, whole_channels, cells, nodes, **kwargs):
         kwargs["space_name"] = space_name
@@ -84,7 +90,7 @@ def arch() -> None:
 
 @arch.command("sample")
 @space_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random choice.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random choice.")
 def sample(space_name, space_opts, seed: int) -> None:
     """Print a uniformly random architecture of a space as JSON (feed it to `arch info` or `train --arch`)."""
     space = build_space(space_name, space_opts)
@@ -104,8 +110,12 @@ def sample(space_name, space_opts, seed: int) -> None:
     show_default=True,
     help="Input height x width (mels x frames).",
 )
-@click.option("--in-channels", type=int, default=1, show_default=True, help="Input channels.")
-@click.option("--classes", type=int, default=10, show_default=True, help="Output classes.")
+@click.option(
+    "--in-channels", type=click.IntRange(1, 64), default=1, show_default=True, help="Input channels."
+)
+@click.option(
+    "--classes", type=click.IntRange(2, 100_000), default=10, show_default=True, help="Output classes."
+)
 @click.option(
     "--search-net",
     is_flag=True,

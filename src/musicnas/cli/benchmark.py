@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import runtime_options
+from musicnas.cli.common import COUNT, SEED, runtime_options
 from musicnas.runtime import MusicnasError
 
 METHOD_NAMES = ("enas", "random_ws", "random_retrained", "hand_cnn", "logreg")
@@ -32,9 +32,9 @@ def _methods(value: str) -> list[str]:
     help="Audio folder (one subfolder per class), CSV manifest or prepared cache.",
 )
 @click.option(
-    "--seeds", type=int, default=3, show_default=True, help="Number of seeds each method is run with."
+    "--seeds", type=COUNT, default=3, show_default=True, help="Number of seeds each method is run with."
 )
-@click.option("--first-seed", type=int, default=0, show_default=True, help="Seeds are FIRST .. FIRST+N-1.")
+@click.option("--first-seed", type=SEED, default=0, show_default=True, help="Seeds are FIRST .. FIRST+N-1.")
 @click.option(
     "--budget",
     "budget_spec",
@@ -57,14 +57,19 @@ def _methods(value: str) -> list[str]:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     default=Path("runs/benchmark"),
     show_default=True,
     help="Output folder: benchmark.json, benchmark.md, ranking.json and one folder per seed and method. "
     "Running again into the same folder reuses finished runs.",
 )
 @click.option(
-    "--cache", "cache_dir", default=".musicnas-cache", show_default=True, help="Feature cache folder."
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=".musicnas-cache",
+    show_default=True,
+    help="Feature cache folder.",
 )
 @runtime_options
 def benchmark(data_path, seeds, first_seed, budget_spec, methods, no_ranking, out_dir, cache_dir, rt):

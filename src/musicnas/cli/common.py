@@ -1,13 +1,46 @@
-"""Options shared by several subcommands, so they are spelled and documented the same everywhere."""
+"""Options shared by several subcommands, so they are spelled and documented the same everywhere.
+
+Every numeric option takes one of the ranged types below: a value out of range is refused by click with
+the option's name, and the range shows in ``--help`` (click appends e.g. ``[x>=1]``).
+"""
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 from pathlib import Path
 
 import click
 
 from musicnas import runtime
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float range that also refuses nan and inf (which compare false against any bound)."""
+
+    name = "float range"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+# Seeds go to torch.manual_seed and numpy's SeedSequence: non-negative and at most 64 bits.
+SEED = click.IntRange(0, 2**63 - 1)
+COUNT = click.IntRange(min=1)  # epochs, batch sizes, top-k, seeds to run: at least one
+NON_NEGATIVE_INT = click.IntRange(min=0)  # patience, step intervals: 0 switches the feature off
+# More threads than the machine has CPUs only oversubscribe the cores.
+THREADS = click.IntRange(1, max(os.cpu_count() or 1, runtime.default_threads()))
+WORKERS = click.IntRange(1, 256)  # decoding threads / rendering processes
+TRAIN_BATCH = click.IntRange(min=2)  # batch norm needs two samples
+POSITIVE_FLOAT = FiniteFloatRange(min=0, min_open=True)  # learning rates, tolerances, targets
+NON_NEGATIVE_FLOAT = FiniteFloatRange(min=0)  # mixup alpha, fmin
+FRACTION = FiniteFloatRange(0, 1, max_open=True)  # dropout, label smoothing, split fractions
+LAYERS = click.IntRange(1, 128)
+CHANNELS = click.IntRange(1, 1024)
 
 
 def runtime_options(func):
@@ -20,7 +53,7 @@ def runtime_options(func):
         help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
     )
     @click.option(
-        "--threads", type=int, default=None, help="CPU threads for torch [default: all usable cores]."
+        "--threads", type=THREADS, default=None, help="CPU threads for torch [default: all usable cores]."
     )
     @functools.wraps(func)
     def wrapper(*args, device: str, threads: int | None, **kwargs):
@@ -32,7 +65,7 @@ def runtime_options(func):
 
 def seed_option(func):
     return click.option(
-        "--seed", type=int, default=0, show_default=True, help="Seed for every random choice."
+        "--seed", type=SEED, default=0, show_default=True, help="Seed for every random choice."
     )(func)
 
 

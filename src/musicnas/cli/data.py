@@ -8,7 +8,23 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import runtime_options, seed_option
+from musicnas.cli.common import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE_FLOAT,
+    POSITIVE_FLOAT,
+    WORKERS,
+    FiniteFloatRange,
+    runtime_options,
+    seed_option,
+)
+from musicnas.data.features import (
+    MAX_CLIP_SECONDS,
+    MAX_HOP_SECONDS,
+    MAX_N_FFT,
+    MAX_N_MELS,
+    MAX_SAMPLE_RATE,
+)
 from musicnas.runtime import MusicnasError
 
 DEFAULT_CACHE = ".musicnas-cache"
@@ -22,42 +38,62 @@ def feature_options(func):
     options = [
         click.option(
             "--sample-rate",
-            type=int,
+            type=click.IntRange(1000, MAX_SAMPLE_RATE),
             default=16000,
             show_default=True,
             help="Resample audio to this rate (Hz).",
         ),
         click.option(
             "--clip-seconds",
-            type=float,
+            type=FiniteFloatRange(0, MAX_CLIP_SECONDS, min_open=True),
             default=3.0,
             show_default=True,
             help="Length of each clip cut from a file.",
         ),
         click.option(
             "--clip-hop",
-            type=float,
+            type=FiniteFloatRange(0, MAX_HOP_SECONDS, min_open=True),
             default=None,
             help="Seconds between clip starts [default: --clip-seconds, no overlap].",
         ),
         click.option(
             "--min-seconds",
-            type=float,
+            type=FiniteFloatRange(0, MAX_CLIP_SECONDS),
             default=1.0,
             show_default=True,
             help="Files shorter than this are skipped; shorter than a clip are zero-padded.",
         ),
         click.option(
-            "--n-fft", type=int, default=1024, show_default=True, help="STFT window length in samples."
+            "--n-fft",
+            type=click.IntRange(16, MAX_N_FFT),
+            default=1024,
+            show_default=True,
+            help="STFT window length in samples.",
         ),
-        click.option("--hop-length", type=int, default=512, show_default=True, help="STFT hop in samples."),
-        click.option("--n-mels", type=int, default=64, show_default=True, help="Number of mel bands."),
         click.option(
-            "--fmin", type=float, default=0.0, show_default=True, help="Lowest mel filter edge (Hz)."
+            "--hop-length",
+            type=click.IntRange(1, MAX_N_FFT),
+            default=512,
+            show_default=True,
+            help="STFT hop in samples.",
+        ),
+        click.option(
+            "--n-mels",
+            type=click.IntRange(1, MAX_N_MELS),
+            default=64,
+            show_default=True,
+            help="Number of mel bands.",
+        ),
+        click.option(
+            "--fmin",
+            type=NON_NEGATIVE_FLOAT,
+            default=0.0,
+            show_default=True,
+            help="Lowest mel filter edge (Hz).",
         ),
         click.option(
             "--fmax",
-            type=float,
+            type=POSITIVE_FLOAT,
             default=None,
             help="Highest mel filter edge (Hz) [default: sample rate / 2].",
         ),
@@ -133,28 +169,28 @@ def data() -> None:
     "cache_dir",
     default=DEFAULT_CACHE,
     show_default=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     help="Folder that holds feature caches.",
 )
 @feature_options
 @click.option(
     "--val-fraction",
-    type=float,
+    type=FRACTION,
     default=0.15,
     show_default=True,
     help="Share of each class's groups held out for validation.",
 )
 @click.option(
     "--test-fraction",
-    type=float,
+    type=FRACTION,
     default=0.15,
     show_default=True,
     help="Share of each class's groups held out for testing.",
 )
 @seed_option
-@click.option("--workers", type=int, default=None, help="Decoding threads [default: all usable cores].")
+@click.option("--workers", type=WORKERS, default=None, help="Decoding threads [default: all usable cores].")
 @click.option(
-    "--batch-size", type=int, default=64, show_default=True, help="Clips per feature-extraction batch."
+    "--batch-size", type=COUNT, default=64, show_default=True, help="Clips per feature-extraction batch."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @runtime_options
@@ -188,7 +224,7 @@ def prepare_command(
     "cache_dir",
     default=DEFAULT_CACHE,
     show_default=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     help="A cache folder, or the folder holding caches.",
 )
 @click.option(
@@ -221,17 +257,28 @@ def inspect_command(cache_dir: Path, as_json: bool):
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     help="Folder to write the generated audio into.",
 )
 @seed_option
 @click.option(
-    "--classes", "num_classes", type=int, default=8, show_default=True, help="Number of genres to generate."
+    "--classes",
+    "num_classes",
+    type=click.IntRange(min=2),
+    default=8,
+    show_default=True,
+    help="Number of genres to generate.",
 )
-@click.option("--tracks-per-class", type=int, default=24, show_default=True, help="Tracks per genre.")
-@click.option("--seconds", type=float, default=15.0, show_default=True, help="Length of each track.")
+@click.option("--tracks-per-class", type=COUNT, default=24, show_default=True, help="Tracks per genre.")
 @click.option(
-    "--workers", type=int, default=None, help="Parallel rendering processes [default: all usable cores]."
+    "--seconds",
+    type=FiniteFloatRange(0, 600, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="Length of each track.",
+)
+@click.option(
+    "--workers", type=WORKERS, default=None, help="Parallel rendering processes [default: all usable cores]."
 )
 def synth_command(out_dir, seed, num_classes, tracks_per_class, seconds, workers):
     """Generate a labelled folder of synthetic music (one subfolder per genre) for demos and tests."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import runtime_options, seed_option
+from musicnas.cli.common import COUNT, FiniteFloatRange, runtime_options, seed_option
 
 
 @click.command()
@@ -25,11 +25,19 @@ from musicnas.cli.common import runtime_options, seed_option
     show_default=True,
     help="Search space to search.",
 )
-@click.option("--classes", type=int, default=8, show_default=True, help="Number of demo genres.")
-@click.option("--tracks-per-class", type=int, default=24, show_default=True, help="Demo tracks per genre.")
-@click.option("--seconds", type=float, default=15.0, show_default=True, help="Length of each demo track.")
-@click.option("--search-epochs", type=int, default=None, help="Search epochs [default: the cpu preset's].")
-@click.option("--train-epochs", type=int, default=None, help="Retraining epochs [default: the trainer's].")
+@click.option(
+    "--classes", type=click.IntRange(min=2), default=8, show_default=True, help="Number of demo genres."
+)
+@click.option("--tracks-per-class", type=COUNT, default=24, show_default=True, help="Demo tracks per genre.")
+@click.option(
+    "--seconds",
+    type=FiniteFloatRange(0, 600, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="Length of each demo track.",
+)
+@click.option("--search-epochs", type=COUNT, default=None, help="Search epochs [default: the cpu preset's].")
+@click.option("--train-epochs", type=COUNT, default=None, help="Retraining epochs [default: the trainer's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @seed_option
 @runtime_options

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import cache_option, model_option, runtime_options
+from musicnas.cli.common import COUNT, cache_option, model_option, runtime_options
 
 
 @click.command()
@@ -26,7 +26,7 @@ from musicnas.cli.common import cache_option, model_option, runtime_options
     help="Which split of the data to evaluate.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the full metrics as JSON instead of a table.")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="Clips per forward pass.")
+@click.option("--batch-size", type=COUNT, default=128, show_default=True, help="Clips per forward pass.")
 @cache_option
 @runtime_options
 def evaluate(model_dir, data, split, as_json, batch_size, cache, rt):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import model_option
-from musicnas.export.formats import DEFAULT_TOLERANCE, FORMATS
+from musicnas.cli.common import POSITIVE_FLOAT, model_option
+from musicnas.export.formats import DEFAULT_TOLERANCE, FORMATS, ONNX_MAX_OPSET, ONNX_MIN_OPSET
 
 
 @click.command()
@@ -23,12 +23,17 @@ from musicnas.export.formats import DEFAULT_TOLERANCE, FORMATS
 )
 @click.option(
     "--tolerance",
-    type=float,
+    type=POSITIVE_FLOAT,
     default=DEFAULT_TOLERANCE,
     show_default=True,
     help="Largest allowed absolute difference of the exported model's logits from PyTorch's.",
 )
-@click.option("--opset", type=int, default=None, help="ONNX opset [default: 17, or 18 with --dynamo].")
+@click.option(
+    "--opset",
+    type=click.IntRange(ONNX_MIN_OPSET, ONNX_MAX_OPSET),
+    default=None,
+    help="ONNX opset [default: 17, or 18 with --dynamo].",
+)
 @click.option("--dynamo", is_flag=True, help="ONNX: use the torch.export-based exporter.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 def export(model_dir, fmt, out, with_frontend, tolerance, opset, dynamo, as_json):

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import model_option, runtime_options
+from musicnas.cli.common import COUNT, model_option, runtime_options
 from musicnas.runtime import MusicnasError
 from musicnas.utils.logging import progress
 
 
 @click.command()
 @model_option
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top-k", type=int, default=3, show_default=True, help="How many labels to show per file.")
+# readable=False: an unreadable file is reported and skipped by predict itself, not refused with the rest
+@click.argument("files", nargs=-1, required=True, type=click.Path(readable=False, path_type=Path))
+@click.option("--top-k", type=COUNT, default=3, show_default=True, help="How many labels to show per file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (JSON lines).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Clips per forward pass.")
+@click.option("--batch-size", type=COUNT, default=32, show_default=True, help="Clips per forward pass.")
 @runtime_options
 def predict(model_dir, files, top_k, as_json, batch_size, rt):
     """Label audio FILES with a model bundle.
@@ -28,10 +29,8 @@ def predict(model_dir, files, top_k, as_json, batch_size, rt):
     """
     from musicnas.export.bundle import load_bundle
 
-    if top_k < 1:
-        raise MusicnasError(f"--top-k must be at least 1, got {top_k}")
     classifier = load_bundle(model_dir, device=str(rt.device))
-    classifier.batch_size = max(1, batch_size)
+    classifier.batch_size = batch_size
     failed = []
     for path in progress(files, desc="predict", unit="file", disable=as_json or len(files) < 2):
         try:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from musicnas.cli.common import runtime_options
+from musicnas.cli.common import (
+    CHANNELS,
+    COUNT,
+    LAYERS,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    SEED,
+    runtime_options,
+)
 from musicnas.runtime import MusicnasError
 
 log = logging.getLogger(__name__)
@@ -19,14 +27,14 @@ def search_space_options(func):
     options = [
         click.option("--space", "space_name", type=click.Choice(["macro", "micro"]), default=None,
                      help="Search space [default: macro]."),
-        click.option("--layers", type=int, default=None, help="Macro: layers [preset: cpu 6, reference 12]."),
-        click.option("--channels", type=int, default=None,
+        click.option("--layers", type=LAYERS, default=None, help="Macro: layers [preset: cpu 6, reference 12]."),
+        click.option("--channels", type=CHANNELS, default=None,
                      help="Channels of the search network [preset: macro cpu 24, reference 36]."),
-        click.option("--branches", type=int, default=None, help="Macro: ops to choose from, 4-6 [6]."),
+        click.option("--branches", type=click.IntRange(4, 6), default=None, help="Macro: ops to choose from, 4-6 [6]."),
         click.option("--whole-channels/--channel-ranges", default=None,
                      help="Macro: one op per layer (default), or every op on a searched channel range."),
-        click.option("--cells", type=int, default=None, help="Micro: normal cells per stage."),
-        click.option("--nodes", type=int, default=None, help="Micro: nodes per cell."),
+        click.option("--cells", type=click.IntRange(1, 32), default=None, help="Micro: normal cells per stage."),
+        click.option("--nodes", type=click.IntRange(1, 16), default=None, help="Micro: nodes per cell."),
     ]  # fmt: skip
 
     @functools.wraps(func)
@@ -69,24 +77,30 @@ def _space_overrides(space: str, options: dict) -> dict | None:
     show_default=True,
     help="Base settings: 'cpu' is sized for a 2-core CPU, 'reference' is the ENAS paper's (GPU-sized).",
 )
-@click.option("--epochs", type=int, default=None, help="Search epochs [preset: cpu 10, reference 310].")
-@click.option("--batch-size", type=int, default=None, help="Minibatch size of the shared weights [preset].")
+@click.option("--epochs", type=COUNT, default=None, help="Search epochs [preset: cpu 10, reference 310].")
+@click.option("--batch-size", type=COUNT, default=None, help="Minibatch size of the shared weights [preset].")
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Run directory to create [default: runs/search].",
 )
-@click.option("--seed", type=int, default=None, help="Seed for every random choice [default: 0].")
+@click.option("--seed", type=SEED, default=None, help="Seed for every random choice [default: 0].")
 @click.option(
     "--resume",
     "resume_dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Continue the run in this directory from its last checkpoint (its own config is used).",
 )
-@click.option("--cache", "cache_dir", default=None, help="Feature cache folder [default: .musicnas-cache].")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Feature cache folder [default: .musicnas-cache].",
+)
 @click.option(
     "--reward",
     type=click.Choice(["accuracy", "mnas-soft", "mnas-hard", "tunas"]),
@@ -99,10 +113,12 @@ def _space_overrides(space: str, options: dict) -> dict | None:
     default=None,
     help="Cost used by cost-aware rewards [macs].",
 )
-@click.option("--cost-target", type=float, default=None, help="Target cost T0 for cost-aware rewards.")
+@click.option(
+    "--cost-target", type=POSITIVE_FLOAT, default=None, help="Target cost T0 for cost-aware rewards."
+)
 @click.option(
     "--checkpoint-every",
-    type=int,
+    type=NON_NEGATIVE_INT,
     default=None,
     help="Also checkpoint every N child steps (0: every epoch only).",
 )

@@ -27,6 +27,13 @@ AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 
 # Bump when the meaning of a feature option changes, so caches built by older code are not reused.
 FEATURE_VERSION = 1
+# Upper bounds: beyond them a clip no longer fits in memory (a 1e9 s clip is 16e12 samples), and no
+# music model needs more (GTZAN tracks are 30 s long).
+MAX_SAMPLE_RATE = 384_000
+MAX_CLIP_SECONDS = 600.0
+MAX_HOP_SECONDS = 3600.0
+MAX_N_FFT = 65_536
+MAX_N_MELS = 512
 
 
 @dataclass(frozen=True)
@@ -54,23 +61,32 @@ class FeatureConfig:
                 object.__setattr__(self, name, float(getattr(self, name)))
             if self.fmax is not None:
                 object.__setattr__(self, "fmax", float(self.fmax))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise MusicnasError(f"invalid feature options: {exc}") from exc
         problems = []
-        if self.sample_rate < 1000:
-            problems.append(f"sample_rate={self.sample_rate} (use e.g. 16000 or 22050)")
-        if self.clip_seconds <= 0 or self.clip_hop_seconds <= 0:
-            problems.append("clip_seconds and clip_hop_seconds must be > 0")
-        if self.min_seconds < 0 or self.min_seconds > self.clip_seconds:
+        if not 1000 <= self.sample_rate <= MAX_SAMPLE_RATE:
+            problems.append(
+                f"sample_rate={self.sample_rate} (use e.g. 16000 or 22050; at most {MAX_SAMPLE_RATE})"
+            )
+        if not 0 < self.clip_seconds <= MAX_CLIP_SECONDS:
+            problems.append(f"clip_seconds={self.clip_seconds} must be > 0 and at most {MAX_CLIP_SECONDS:g}")
+        if not 0 < self.clip_hop_seconds <= MAX_HOP_SECONDS:
+            problems.append(
+                f"clip_hop_seconds={self.clip_hop_seconds} must be > 0 and at most {MAX_HOP_SECONDS:g}"
+            )
+        if not 0 <= self.min_seconds <= self.clip_seconds:
             problems.append(
                 f"min_seconds={self.min_seconds} must be between 0 and clip_seconds={self.clip_seconds}"
             )
-        if self.n_fft < 16 or self.hop_length < 1:
-            problems.append(f"n_fft={self.n_fft} must be >= 16 and hop_length={self.hop_length} >= 1")
-        if self.n_mels < 1:
-            problems.append(f"n_mels={self.n_mels} must be >= 1")
+        if not 16 <= self.n_fft <= MAX_N_FFT or not 1 <= self.hop_length <= MAX_N_FFT:
+            problems.append(
+                f"n_fft={self.n_fft} and hop_length={self.hop_length} must be in [16, {MAX_N_FFT}] and "
+                f"[1, {MAX_N_FFT}]"
+            )
+        if not 1 <= self.n_mels <= MAX_N_MELS:
+            problems.append(f"n_mels={self.n_mels} must be between 1 and {MAX_N_MELS}")
         nyquist = self.sample_rate / 2
-        if not 0 <= self.fmin < (self.fmax if self.fmax is not None else nyquist) <= nyquist:
+        if not (0 <= self.fmin < (self.fmax if self.fmax is not None else nyquist) <= nyquist):
             problems.append(
                 f"need 0 <= fmin < fmax <= sample_rate/2 = {nyquist:g} (got fmin={self.fmin}, fmax={self.fmax})"
             )
@@ -107,6 +123,8 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
+        if not isinstance(d, dict):
+            raise MusicnasError(f"feature options must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -37,6 +37,8 @@ OP_NAMES = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x
 DEFAULT_LAYERS = 6
 DEFAULT_CHANNELS = 24
 DEFAULT_BRANCHES = 6
+# Far beyond the reference (24 layers, 512 channels at most); larger values only come from edited files.
+MAX_LAYERS, MAX_CHANNELS = 128, 1024
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,18 @@ class MacroSpace:
         channels = as_int(self.channels, "macro space: channels")
         if layers < 1:
             raise MusicnasError(f"macro space: layers must be at least 1, got {layers}")
+        if layers > MAX_LAYERS or channels > MAX_CHANNELS:
+            raise MusicnasError(
+                f"macro space: at most {MAX_LAYERS} layers and {MAX_CHANNELS} channels, got {layers} and {channels}"
+            )
         if not 4 <= branches <= 6:
             raise MusicnasError(
                 f"macro space: branches must be 4, 5 or 6 (ops {', '.join(OP_NAMES)}), got {branches}"
             )
-        if channels < 2:
+        if not 2 <= channels <= MAX_CHANNELS:
             raise MusicnasError(
-                f"macro space: channels must be at least 2 (factorized reductions halve them), got {channels}"
+                f"macro space: channels must be between 2 (factorized reductions halve them) and {MAX_CHANNELS}, "
+                f"got {channels}"
             )
         if not isinstance(self.whole_channels, bool):
             raise MusicnasError(

@@ -43,10 +43,13 @@ class MicroSpace:
     type: ClassVar[str] = "micro"
 
     def __post_init__(self):
-        for name, low in (("num_cells", 1), ("num_nodes", 1), ("channels", 1)):
+        # upper bounds far beyond the reference (N=6, B=5, 36-512 channels): larger come from edited files
+        for name, low, high in (("num_cells", 1, 32), ("num_nodes", 1, 16), ("channels", 1, 1024)):
             value = as_int(getattr(self, name), f"micro space {name}")
             if value < low:
                 raise MusicnasError(f"micro space {name} must be >= {low}, got {value}")
+            if value > high:
+                raise MusicnasError(f"micro space {name} must be <= {high}, got {value}")
 
     # --- layout -------------------------------------------------------------------------------
     @property
