@@ -133,7 +133,7 @@ def write_bad_files(folder):
     return {
         "truncated.wav": "truncated",
         "zero.wav": "empty",
-        "text.wav": "not readable audio",
+        "text.wav": "not audio: the file holds text",
         "silent.wav": "silent",
         "short.wav": "too short",
         "header_only.wav": "empty",

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
-from musicnas.cli.common import cache_option, runtime_options
+from musicnas.cli.common import (
+    CHANNELS,
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    SEED,
+    TRAIN_BATCH,
+    cache_option,
+    runtime_options,
+)
 from musicnas.runtime import MusicnasError
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -30,9 +44,12 @@ from musicnas.runtime import MusicnasError
     default=None,
     help="Model bundle folder to write (required unless --resume gives it).",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs [default: 12].")
+@click.option("--epochs", type=COUNT, default=None, help="Training epochs [default: 12].")
 @click.option(
-    "--seed", type=int, default=None, help="Seed for initialisation, shuffling and augmentation [default: 0]."
+    "--seed",
+    type=SEED,
+    default=None,
+    help="Seed for initialisation, shuffling and augmentation [default: 0].",
 )
 @click.option(
     "--resume",
@@ -41,19 +58,26 @@ from musicnas.runtime import MusicnasError
     help="Continue the interrupted training in this model folder from its last checkpoint "
     "(same settings; options given must match the original run).",
 )
-@click.option("--channels", type=int, default=None, help="Width of the fixed network [default: the space's].")
-@click.option("--dropout", type=float, default=None, help="Dropout before the classifier [default: 0.1].")
-@click.option("--batch-size", type=int, default=None, help="Training batch size [default: 32].")
 @click.option(
-    "--lr", type=float, default=None, help="Peak learning rate of the cosine schedule [default: 0.05]."
+    "--channels", type=CHANNELS, default=None, help="Width of the fixed network [default: the space's]."
+)
+@click.option("--dropout", type=FRACTION, default=None, help="Dropout before the classifier [default: 0.1].")
+@click.option("--batch-size", type=TRAIN_BATCH, default=None, help="Training batch size [default: 32].")
+@click.option(
+    "--lr",
+    type=POSITIVE_FLOAT,
+    default=None,
+    help="Peak learning rate of the cosine schedule [default: 0.05].",
 )
 @click.option(
-    "--label-smoothing", type=float, default=None, help="Label smoothing, 0 to switch off [default: 0.1]."
+    "--label-smoothing", type=FRACTION, default=None, help="Label smoothing, 0 to switch off [default: 0.1]."
 )
-@click.option("--mixup", type=float, default=None, help="Mixup alpha, 0 to switch off [default: 0].")
+@click.option(
+    "--mixup", type=NON_NEGATIVE_FLOAT, default=None, help="Mixup alpha, 0 to switch off [default: 0]."
+)
 @click.option(
     "--patience",
-    type=int,
+    type=NON_NEGATIVE_INT,
     default=None,
     help="Stop after this many epochs without a better val accuracy, 0 never [default: 6].",
 )
@@ -130,6 +154,7 @@ def train(
         if model_opts["dropout"] is None:
             model_opts["dropout"] = 0.1
     dataset = open_data(data, cache)
+    _warn_untrainable_classes(dataset)
     click.echo(
         f"training {arch.space.type} architecture on {dataset.root} ({len(dataset.split_indices('train'))} train clips, "
         f"{dataset.num_classes} classes) for {config.epochs} epochs on {rt.device}"
@@ -158,3 +183,17 @@ def train(
         )
     macs = f", {cost['macs'] / 1e6:.1f} M MACs" if cost and cost.get("macs") else ""
     click.echo(f"{cost['params']:,} parameters{macs}; {summary['train_seconds']:.0f} s. Model bundle: {out}")
+
+
+def _warn_untrainable_classes(dataset) -> None:
+    """Says which classes have no train clips (the model can never predict them), with prepare's reason."""
+    present = set(dataset.labels[dataset.split_indices("train")].tolist())
+    notes = [n for n in dataset.meta.get("warnings", []) if n.startswith("split train ")]
+    for index, name in enumerate(dataset.classes):
+        if index not in present:
+            why = next(
+                (n.split(": ", 1)[1] for n in notes if f"class {name!r}:" in n), "see `musicnas data inspect`"
+            )
+            log.warning(
+                "class %r has no clips in the train split (%s): the model will never predict it", name, why
+            )

@@ -41,6 +41,7 @@ AUDIO_EXTENSIONS = frozenset(
 SILENCE_PEAK = 1e-4
 RESAMPLE_QUALITY = "HQ"
 _STREAMING_PLACEHOLDER = 0xFFFFF000
+_SNIFF_BYTES = 1024
 _DECLARED_LENGTH = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
 
 
@@ -54,17 +55,27 @@ def is_audio_file(path: str | os.PathLike) -> bool:
 
 
 def _open(path: Path) -> sf.SoundFile:
+    if path.exists() and not os.access(path, os.R_OK):
+        raise AudioSkip("cannot read file (permission denied)")
     try:
         size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
     except OSError as exc:
         raise AudioSkip(f"cannot read file ({exc.strerror or exc})") from exc
     if size == 0:
         raise AudioSkip("empty file (0 bytes)")
+    if _looks_like_text(head):
+        # Checked before the decoder sees it: libsndfile's mp3 reader calls any non-audio file "not a
+        # regular file (possibly a pipe?)" and mpg123 prints resync notes to stderr.
+        raise AudioSkip(
+            f"not audio: the file holds text, not {path.suffix or 'audio'} data (renamed or mislabelled?)"
+        )
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioSkip(f"not readable audio ({_short(exc)})") from exc
-    if handle.frames == 0:
+        raise AudioSkip(f"not readable audio ({_open_error(exc, path)})") from exc
+    if handle.frames <= 0 or handle.samplerate <= 0 or handle.channels <= 0:
         handle.close()
         raise AudioSkip("no audio frames (empty file)")
     # libsndfile quietly shortens a WAV whose header promises more data than the file has; its log
@@ -77,6 +88,27 @@ def _open(path: Path) -> sf.SoundFile:
             f"truncated (header declares {match.group(1)} data bytes, file holds {match.group(2)})"
         )
     return handle
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """True for bytes that are plain UTF-8 text (audio headers and samples hold NULs and binary bytes)."""
+    if not head or b"\0" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a multi-byte character cut at the end of the sample
+            return False
+        text = head[: exc.start].decode("utf-8")
+    printable = sum(ch.isprintable() or ch in "\t\r\n\f" for ch in text)
+    return printable >= 0.95 * max(len(text), 1)
+
+
+def _open_error(exc: BaseException, path: Path) -> str:
+    text = _short(exc)
+    if "possibly a pipe" in text or "Format not recognised" in text:
+        return f"its content is not {path.suffix or 'audio'} data libsndfile can decode (a damaged file, or a wrong extension?)"
+    return text
 
 
 def _short(exc: BaseException) -> str:

@@ -143,6 +143,35 @@ def check_splits_nonempty(rows: list[ClipRow], classes: list[str]) -> None:
         )
 
 
+def missing_class_notes(
+    rows: list[ClipRow], classes: list[str], explicit: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per (split, class) without clips, saying why: the manifest pinned all the class's groups
+    elsewhere, or the class has too few groups to reach every split."""
+    explicit = explicit or {}
+    groups: dict[str, set[str]] = defaultdict(set)
+    present: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        groups[r.label].add(r.group)
+        present[r.split].add(r.label)
+    notes = []
+    for split in SPLITS:
+        for label in classes:
+            if label in present[split]:
+                continue
+            class_groups = groups[label]
+            pinned = Counter(explicit[g] for g in class_groups if g in explicit)
+            if class_groups and sum(pinned.values()) == len(class_groups):
+                where = ", ".join(f"{s} ({n})" for s, n in sorted(pinned.items()))
+                why = f"the manifest's split column pins all its {len(class_groups)} group(s) to {where}"
+            elif len(class_groups) < 3:
+                why = f"it has only {len(class_groups)} file(s)/group(s) (3 or more reach every split)"
+            else:
+                why = f"the {split} fraction leaves it no group"
+            notes.append(f"split {split} has no clips of class {label!r}: {why}")
+    return notes
+
+
 def write_splits_csv(rows: Iterable[ClipRow]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

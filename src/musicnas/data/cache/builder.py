@@ -12,7 +12,7 @@ import logging
 import os
 import struct
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +33,16 @@ from musicnas.data.cache.reader import (
 )
 from musicnas.data.extract import extract_features
 from musicnas.data.features import FeatureConfig
-from musicnas.data.sources import SPLITS, AudioSource
-from musicnas.data.splits import ClipRow, check_splits_nonempty, group_splits, write_splits_csv
+from musicnas.data.sources import AudioSource
+from musicnas.data.splits import (
+    ClipRow,
+    check_splits_nonempty,
+    group_splits,
+    missing_class_notes,
+    write_splits_csv,
+)
 from musicnas.runtime import MusicnasError
-from musicnas.utils.io import atomic_write_text
+from musicnas.utils.io import atomic_write_text, disk_full_guard
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,8 @@ class _IncrementalNpy:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.shape[1:] != self.row_shape:
             raise ValueError(f"row shape {block.shape[1:]} != {self.row_shape}")
-        self.fh.write(block.tobytes())
+        with disk_full_guard(self.path, needed=block.nbytes):  # the build folder is removed on error
+            self.fh.write(block.tobytes())
         self.rows += len(block)
 
     def finish(self) -> None:
@@ -86,8 +93,9 @@ class _IncrementalNpy:
         header = (text + " " * (room - len(text) - 1) + "\n").encode("latin1")
         self.fh.seek(0)
         self.fh.write(prefix + struct.pack("<H", len(header)) + header)
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        with disk_full_guard(self.path):  # buffered rows reach the disk here
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
         self.fh.close()
 
     def abort(self) -> None:
@@ -122,13 +130,16 @@ def build_cache(
         for fi, off in zip(found.clip_file, found.clip_offsets, strict=True)
     ]
     check_splits_nonempty(rows, source.classes)
-    _warn_missing_classes(rows, source.classes)
+    notes = missing_class_notes(rows, source.classes, {f.group: f.split for f in files if f.split})
+    for note in notes:
+        log.warning("%s; its metrics will not cover it", note)
     features = np.load(out / FEATURES_FILE, mmap_mode="r")
     mean, std = _band_statistics(features, np.flatnonzero([r.split == "train" for r in rows]))
     del features
     atomic_write_text(out / SPLITS_FILE, write_splits_csv(rows))
     atomic_write_text(out / FILES_FILE, _files_csv(files, found.file_clips, found.file_seconds, group_split))
     meta = _meta(source, key, config, options, rows, mean, std, found.skipped, time.perf_counter() - started)
+    meta["warnings"] = notes
     # meta.json last: its presence (with complete=true) marks a finished build.
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     log.info("prepared %d clips from %d files (%d skipped) in %.1f s",
@@ -138,7 +149,7 @@ def build_cache(
 def _extract(out: Path, source: AudioSource, config: FeatureConfig, options: BuildOptions) -> _Extracted:
     """Streams every file's clips' features into ``out/features.npy``; unusable files are skipped."""
     files = source.files
-    found = _Extracted()
+    found = _Extracted(skipped=[s.to_dict() for s in source.skipped])  # found but unusable (links)
     writer = _IncrementalNpy(out / FEATURES_FILE, (config.n_mels, config.frames), FEATURE_DTYPE)
     try:
         for item in extract_features(
@@ -202,24 +213,11 @@ def _check_classes(source: AudioSource, file_clips: Counter, skipped: list[dict]
         if used[label] == 0:
             reasons = Counter(reason_kind(s["reason"]) for s in skipped if s["label"] == label)
             detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common()) or "no files"
+            fix = "fix or replace those files, or remove the class"
+            if set(reasons) == {"too short"}:  # the files are fine: the options ask for longer ones
+                fix = "the files are shorter than --min-seconds asks: lower --min-seconds (or --clip-seconds)"
             raise MusicnasError(
-                f"class {label!r} has no usable audio: all its files were skipped ({detail}); "
-                "fix or replace those files, or remove the class"
-            )
-
-
-def _warn_missing_classes(rows: list[ClipRow], classes: list[str]) -> None:
-    present = defaultdict(set)
-    for r in rows:
-        present[r.split].add(r.label)
-    for split in SPLITS:
-        missing = [c for c in classes if c not in present[split]]
-        if missing:
-            log.warning(
-                "split %s has no clips of class(es) %s (fewer than 3 files/groups in them); its metrics will "
-                "not cover them",
-                split,
-                ", ".join(missing),
+                f"class {label!r} has no usable audio: all its files were skipped ({detail}); {fix}"
             )
 
 

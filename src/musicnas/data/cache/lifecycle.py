@@ -28,7 +28,7 @@ from musicnas.data.cache.reader import (
 from musicnas.data.features import FeatureConfig
 from musicnas.data.sources import AudioSource, find_audio
 from musicnas.runtime import MusicnasError
-from musicnas.utils.io import fsync_dir
+from musicnas.utils.io import ensure_dir, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def prepare(
         log.warning(
             "feature cache %s is incomplete or damaged (%s); rebuilding it", target, cache_problem(target)
         )
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(cache_dir, "cache folder")
     _remove_stale_builds(cache_dir)
     tmp = cache_dir / f"{TMP_PREFIX}{key}-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
