@@ -6,6 +6,8 @@ import os
 
 os.environ.setdefault("MUSICNAS_NO_REEXEC", "1")
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -25,6 +27,49 @@ def write_tone_track(path, freq: float, seconds: float, sr: int = 16000, seed: i
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, wave.astype(np.float32), sr)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one torch thread beats two that contend for a busy 2-core machine (5x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_cli(args, capsys):
+    """Runs the ``musicnas`` entry point in-process: (exit code, stdout, stderr)."""
+    from musicnas.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def reseal_bundle(b):
+    """Recomputes the digests in bundle.json after an edit, as a tamperer who knows the format would: the
+    checks below the digest layer must still refuse what the edit broke."""
+    from musicnas.export.bundle import bundle_record_digest, bytes_digest, json_digest
+
+    try:
+        meta = json.loads((b / "bundle.json").read_text())
+    except ValueError:
+        return
+    if not isinstance(meta, dict) or not isinstance(meta.get("digests"), dict):
+        return
+    digests = {"algorithm": "sha256"}
+    if (b / "model.safetensors").is_file():
+        digests["model.safetensors"] = bytes_digest((b / "model.safetensors").read_bytes())
+    if (b / "arch.json").is_file():
+        digests["arch.json"] = json_digest(json.loads((b / "arch.json").read_text()))
+    digests["bundle.json"] = bundle_record_digest(meta)
+    meta["digests"] = digests
+    (b / "bundle.json").write_text(json.dumps(meta))
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import musicnas
+from conftest import reseal_bundle
 from musicnas.data.features import FeatureConfig
 from musicnas.export.bundle import save_bundle
 from musicnas.models import ModelSpec, register_model_type
@@ -147,6 +148,7 @@ def test_pickle_in_place_of_safetensors_is_refused_without_running_it(bundle_dir
     b = _copy(bundle_dir, tmp_path)
     marker = tmp_path / "pwned_safetensors"
     (b / "model.safetensors").write_bytes(pickle.dumps(_Marker(marker)))
+    reseal_bundle(b)
     # the payload really does run when unpickled: the test would notice execution
     assert not marker.exists()
     _assert_refused(b, marker, "not a valid safetensors file")
@@ -172,6 +174,7 @@ def test_mismatched_shapes_are_reported(bundle_dir, tmp_path):
     meta = json.loads((b / "bundle.json").read_text())
     meta["model"]["channels"] = 6
     (b / "bundle.json").write_text(json.dumps(meta))
+    reseal_bundle(b)
     with pytest.raises(MusicnasError, match="shape mismatches"):
         musicnas.load(b, device="cpu")
 
@@ -181,6 +184,7 @@ def test_class_count_must_match_the_model(bundle_dir, tmp_path):
     meta = json.loads((b / "bundle.json").read_text())
     meta["classes"] = ["a", "b"]
     (b / "bundle.json").write_text(json.dumps(meta))
+    reseal_bundle(b)
     with pytest.raises(MusicnasError, match="2 class names but the model has 3 outputs"):
         musicnas.load(b, device="cpu")
 
@@ -210,6 +214,7 @@ def test_malformed_bundle_json_is_reported(bundle_dir, tmp_path, edit, match):
     b = _copy(bundle_dir, tmp_path)
     text = (b / "bundle.json").read_text()
     (b / "bundle.json").write_text(edit(text))
+    reseal_bundle(b)
     with pytest.raises(MusicnasError, match=match):
         musicnas.load(b, device="cpu")
 
@@ -224,6 +229,7 @@ def test_modules_outside_musicnas_are_never_imported(bundle_dir, tmp_path):
     meta = json.loads((b / "bundle.json").read_text())
     meta["model"].update(type="evil", module="os")
     (b / "bundle.json").write_text(json.dumps(meta))
+    reseal_bundle(b)
     with pytest.raises(MusicnasError, match="only musicnas modules"):
         musicnas.load(b, device="cpu")
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import reseal_bundle
 from musicnas.cli import cli
 from musicnas.spaces.macro import MacroSpace
 
@@ -116,6 +117,7 @@ def test_evaluate_refuses_a_cache_with_other_feature_options(trained, tiny_cache
     meta = json.loads((other / "bundle.json").read_text())
     meta["features"]["clip_hop_seconds"] = 1.5
     (other / "bundle.json").write_text(json.dumps(meta))
+    reseal_bundle(other)  # a consistent bundle trained with other options
     res = CliRunner().invoke(
         cli, ["evaluate", "--model", str(other), "--data", str(tiny_cache.root), "--threads", "1"]
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from musicnas.runtime import MusicnasError
+from musicnas.runtime import MusicnasError, describe_exception
 
 ModelBuilder = Callable[..., torch.nn.Module]
 _MODEL_TYPES: dict[str, tuple[ModelBuilder, str]] = {}  # name -> (builder, registering module)
@@ -188,7 +188,7 @@ def build_model(spec: ModelSpec, arch=None) -> torch.nn.Module:
         )
     except MusicnasError:
         raise
-    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError, MemoryError) as exc:
         raise MusicnasError(
-            f"cannot build model type {spec.type!r} from the bundle's settings: {exc}"
+            f"cannot build model type {spec.type!r} from the bundle's settings: {describe_exception(exc)}"
         ) from exc

@@ -5,8 +5,14 @@ Layout (docs/architecture.md, "Model bundle")::
     MODEL/model.safetensors   weights (safetensors: loading can never execute code)
     MODEL/arch.json           architecture JSON (ENAS models only)
     MODEL/bundle.json         {"format": "musicnas-bundle", "version": 1, "model": {...}, "features": {...},
-                               "classes": [...], "mean": [...], "std": [...]}
+                               "classes": [...], "mean": [...], "std": [...], "digests": {...}}
     MODEL/summary.json        training summary (optional for loading)
+
+``digests`` holds the sha256 of the weights file, of arch.json and of bundle.json's own other entries, taken
+at save time; loading refuses a bundle whose files no longer match and names the file that changed (an
+edited arch.json that swaps a parameter-free op, reordered class names: both would load and mislabel
+silently otherwise). JSON files are hashed in a canonical form, so re-indenting one is not a change.
+Bundles written before digests existed load with a warning.
 
 ``bundle.json["model"]`` names a *registered model type* and its JSON keyword arguments (see
 :mod:`musicnas.models`, the registry); nothing in the bundle is ever imported or unpickled as code.
@@ -14,6 +20,8 @@ Layout (docs/architecture.md, "Model bundle")::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -26,7 +34,7 @@ from safetensors.torch import save as safetensors_save
 
 from musicnas.models import ModelSpec, build_model, require_key
 from musicnas.runtime import MusicnasError
-from musicnas.utils.io import atomic_write_bytes, atomic_write_json, read_json
+from musicnas.utils.io import atomic_write_bytes, atomic_write_json, ensure_dir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +53,59 @@ def _state_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_weights(path: str | Path, model: torch.nn.Module) -> None:
-    atomic_write_bytes(path, safetensors_save(_state_for_saving(model), metadata={"format": "pt"}))
+DIGEST_ALGORITHM = "sha256"
+DIGESTS_KEY = "digests"
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Reads a safetensors file; anything else (a pickle, a truncated file) is a MusicnasError."""
+def bytes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def json_digest(obj: Any) -> str:
+    """Digest of a JSON value in canonical form (sorted keys, no spaces): formatting is not content."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return bytes_digest(text.encode("utf-8"))
+
+
+def bundle_record_digest(meta: dict) -> str:
+    """Digest of bundle.json's entries other than the digests themselves."""
+    return json_digest({k: v for k, v in meta.items() if k != DIGESTS_KEY})
+
+
+def check_digest(recorded: dict, name: str, actual: str, root: Path) -> None:
+    """Refuses ``root/name`` when its digest differs from the one recorded at save time."""
+    expected = recorded.get(name)
+    if expected is None:
+        raise MusicnasError(
+            f"{root / BUNDLE_FILE} records no digest for {name}; the bundle was altered after it was saved: "
+            "restore it from the original or train again"
+        )
+    if expected != actual:
+        raise MusicnasError(
+            f"{root / name} was changed after the bundle was saved (its {DIGEST_ALGORITHM} no longer matches "
+            f"the one in {BUNDLE_FILE}); a changed {name} would make the model predict wrong labels. "
+            "Restore the file from the original bundle or train again"
+        )
+
+
+def save_weights(path: str | Path, model: torch.nn.Module) -> str:
+    """Writes the model's weights as safetensors; returns the file's digest."""
+    data = safetensors_save(_state_for_saving(model), metadata={"format": "pt"})
+    atomic_write_bytes(path, data)
+    return bytes_digest(data)
+
+
+def load_weights(path: str | Path, digests: dict | None = None) -> dict[str, torch.Tensor]:
+    """Reads a safetensors file; anything else (a pickle, a truncated file) is a MusicnasError. With
+    ``digests`` (a bundle's record), a file that differs from the one saved is refused."""
     path = Path(path)
     if not path.is_file():
         raise MusicnasError(f"weights file not found: {path}")
+    data = path.read_bytes()
+    if digests is not None:
+        check_digest(digests, path.name, bytes_digest(data), path.parent)
     try:
-        return safetensors_load(path.read_bytes())
+        return safetensors_load(data)
     except Exception as exc:  # safetensors raises its own error type for any malformed header
         raise MusicnasError(
             f"{path} is not a valid safetensors file ({type(exc).__name__}: {str(exc)[:160]}); "
@@ -103,8 +153,7 @@ def save_bundle(
     ENAS model it may be left out and is then taken from ``arch`` with ``model.channels``/``model.dropout``
     when the model exposes them. The spec is checked by rebuilding the model and comparing tensor shapes,
     so a bundle that cannot be loaded back is never written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir, "model bundle folder")
     if model_spec is None:
         if arch is None:
             raise MusicnasError("save_bundle needs model_spec for a model without an ENAS architecture")
@@ -122,21 +171,22 @@ def save_bundle(
     check_state_matches(build_model(model_spec, arch), model.state_dict(), "the model being saved")
     mean = [float(v) for v in torch.as_tensor(mean).flatten().tolist()]
     std = [float(v) for v in torch.as_tensor(std).flatten().tolist()]
-    save_weights(out / WEIGHTS_FILE, model)
+    digests = {"algorithm": DIGEST_ALGORITHM, WEIGHTS_FILE: save_weights(out / WEIGHTS_FILE, model)}
     if arch is not None:
-        atomic_write_json(out / ARCH_FILE, arch.to_json())
-    atomic_write_json(
-        out / BUNDLE_FILE,
-        {
-            "format": BUNDLE_FORMAT,
-            "version": BUNDLE_VERSION,
-            "model": model_spec.to_dict(arch),
-            "features": feature_config.to_dict(),
-            "classes": list(classes),
-            "mean": mean,
-            "std": std,
-        },
-    )
+        arch_json = arch.to_json()
+        atomic_write_json(out / ARCH_FILE, arch_json)
+        digests[ARCH_FILE] = json_digest(json.loads(json.dumps(arch_json)))  # as a reader will parse it
+    record = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "model": model_spec.to_dict(arch),
+        "features": feature_config.to_dict(),
+        "classes": list(classes),
+        "mean": mean,
+        "std": std,
+    }
+    digests[BUNDLE_FILE] = bundle_record_digest(json.loads(json.dumps(record)))
+    atomic_write_json(out / BUNDLE_FILE, {**record, DIGESTS_KEY: digests})
     if summary is not None:
         atomic_write_json(out / SUMMARY_FILE, summary)
     return out
@@ -187,6 +237,7 @@ def read_bundle(path) -> BundleContents:
         raise MusicnasError(
             f"{where} has bundle version {version!r}; this musicnas reads version {BUNDLE_VERSION}"
         )
+    digests = _recorded_digests(meta, root)
     spec = ModelSpec.from_dict(meta.get("model"), where)
     classes = require_key(meta, "classes", list, where)
     if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
@@ -200,8 +251,8 @@ def read_bundle(path) -> BundleContents:
 
     try:
         feature_config = FeatureConfig.from_dict(features)
-    except MusicnasError:
-        raise
+    except MusicnasError as exc:
+        raise MusicnasError(f"{where}: 'features': {exc}") from exc
     except (TypeError, ValueError, KeyError) as exc:
         raise MusicnasError(f"{where}: malformed 'features' ({exc})") from exc
     mean = _stat_vector(meta, "mean", feature_config.n_mels, where)
@@ -216,6 +267,8 @@ def read_bundle(path) -> BundleContents:
         arch_path = root / ARCH_FILE
         if not arch_path.is_file():
             raise MusicnasError(f"{arch_path} is missing; an ENAS bundle needs its architecture file")
+        if digests is not None:
+            check_digest(digests, ARCH_FILE, json_digest(read_json(arch_path, "architecture file")), root)
         try:
             arch = load_arch(arch_path)
             arch.validate()
@@ -233,7 +286,7 @@ def read_bundle(path) -> BundleContents:
             else ""
         )
         raise MusicnasError(f"{weights_path} is missing{hint}; train the model again or restore the file")
-    state = load_weights(weights_path)
+    state = load_weights(weights_path, digests)
     model = build_model(spec, arch)
     check_state_matches(model, state, str(weights_path))
     model.load_state_dict(state, strict=True)
@@ -245,6 +298,25 @@ def read_bundle(path) -> BundleContents:
         except MusicnasError as exc:  # the summary is informative only; a broken one must not block use
             log.warning("ignoring %s", exc)
     return BundleContents(root, model, spec, arch, feature_config, list(classes), mean, std, summary)
+
+
+def _recorded_digests(meta: dict, root: Path) -> dict | None:
+    """The bundle's digests after checking bundle.json's own; None (with a warning) for old bundles."""
+    digests = meta.get(DIGESTS_KEY)
+    if digests is None:
+        log.warning(
+            "%s records no file digests (saved by an older musicnas): changes to its files cannot be detected; "
+            "save the bundle again (train or extract) to add them",
+            root,
+        )
+        return None
+    if not isinstance(digests, dict) or digests.get("algorithm") != DIGEST_ALGORITHM:
+        raise MusicnasError(
+            f"{root / BUNDLE_FILE}: 'digests' is malformed (want an object with algorithm {DIGEST_ALGORITHM!r}); "
+            "the bundle was altered after it was saved: restore it from the original or train again"
+        )
+    check_digest(digests, BUNDLE_FILE, bundle_record_digest(meta), root)
+    return digests
 
 
 def _stat_vector(meta: dict, key: str, n: int, where: str) -> torch.Tensor:
