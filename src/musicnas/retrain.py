@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from musicnas.data.identity import data_identity
 from musicnas.models import ModelSpec, build_model
 from musicnas.runtime import Runtime
 from musicnas.training.trainer import TRAIN_CONFIG_FILE, TrainConfig, train_model
-from musicnas.utils.io import atomic_write_json
+from musicnas.utils.io import atomic_write_json, ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,18 @@ def train_arch(
         **space_kwargs,
     )
     # Recorded up front so `musicnas train --resume MODEL` can rebuild the same network and settings.
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "model folder")
     if not resume:
         atomic_write_json(out / "arch.json", arch.to_json())
         atomic_write_json(
             out / TRAIN_CONFIG_FILE,
-            {"config": config.to_dict(), "seed": seed, "model": spec.to_dict(arch), "data": str(data.root)},
+            {
+                "config": config.to_dict(),
+                "seed": seed,
+                "model": spec.to_dict(arch),
+                "data": str(data.root),
+                "data_identity": data_identity(data),
+            },  # fmt: skip
         )
     torch.manual_seed(seed)  # weight initialisation
     model = build_model(spec, arch)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from musicnas.runtime import MusicnasError, Runtime
+from musicnas.utils.io import disk_full_guard, ensure_dir
 
 
 class RunDir:
@@ -33,12 +34,13 @@ class RunDir:
     # -- metric files ----------------------------------------------------------------------------------
     def reset_metrics(self) -> None:
         """Empty metric files for a new run."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.root, "run folder")
         for name in self.metric_files:
             (self.root / name).write_text("")
 
     def append(self, name: str, row: dict) -> None:
-        with open(self.root / name, "a", encoding="utf-8") as fh:
+        # a row cut short by a full disk is dropped on resume (the checkpoint's metric sizes)
+        with disk_full_guard(self.root / name), open(self.root / name, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
     def metric_sizes(self) -> dict[str, int]:

@@ -28,13 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from musicnas import runtime as runtime_mod
+from musicnas.data.identity import check_resume_data, data_identity
 from musicnas.runs import RngState, RunDir, merge_resume
 from musicnas.runtime import MusicnasError, Runtime, derive_seed, stream_rng
 from musicnas.search.config import SearchConfig
 from musicnas.search.controller import Controller, make_controller
 from musicnas.search.rewards import make_reward
 from musicnas.spaces.cost import Cost, count_cost
-from musicnas.utils.io import atomic_write_json, load_checkpoint, read_json, save_checkpoint
+from musicnas.utils.io import atomic_write_json, ensure_dir, load_checkpoint, read_json, save_checkpoint
 from musicnas.utils.logging import progress
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,7 @@ class SearchRun:
                 "input_shape": list(self.input_shape),
                 "train_clips": int(len(self.train_idx)),
                 "val_clips": int(len(self.val_idx)),
+                "identity": data_identity(data),
             },
             runtime=self.rt.describe(),
             **({"controller": self.controller.kind} if self.controller.kind else {}),
@@ -512,7 +514,7 @@ class SearchRun:
         cfg = self.config
         if cfg.deterministic:
             runtime_mod.set_deterministic(True)
-        self.out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.out, "search run folder")
         if resume:
             self.load()
             log.info(
@@ -716,6 +718,7 @@ def run_search(
 def _check_same_data(out_dir: Path, search: SearchRun) -> None:
     record = read_json(out_dir / "config.json", "search run config")
     now = search.config_record()["data"]
+    check_resume_data(record.get("data", {}).get("identity"), search.data, out_dir)
     for key in ("classes", "input_shape", "train_clips", "val_clips"):
         if record.get("data", {}).get(key) != now[key]:
             raise MusicnasError(

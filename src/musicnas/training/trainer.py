@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from musicnas.data.identity import check_resume_data, data_identity
 from musicnas.runs import RngState, RunDir, config_differences
 from musicnas.runtime import MusicnasError, Runtime, make_generator
 from musicnas.training.augment import AugmentConfig, SpectrogramAugment, mixup
@@ -221,6 +222,7 @@ class Training:
                 f"cannot resume {self.ckpt_path} with different settings ({'; '.join(diffs)}); "
                 "use the original options or start a new --out"
             )
+        check_resume_data(state.get("data"), self.data, self.ckpt_path)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -329,6 +331,7 @@ class Training:
             CHECKPOINT_VERSION,
             config=self.config.to_dict(),
             seed=self.seed,
+            data=data_identity(self.data),
             epoch=self.epoch,
             model=_cpu_state(self.model),
             optimizer=self.optimizer.state_dict(),
@@ -374,6 +377,7 @@ class Training:
                 "root": str(data.root),
                 "classes": classes,
                 "clips": {s: int(len(data.split_indices(s))) for s in ("train", "val", "test")},
+                "identity": data_identity(data),
             },
         }
 
@@ -421,5 +425,14 @@ def _mixed_loss(criterion, logits, y, y_b, lam: float, rt: Runtime) -> torch.Ten
 def _headline(metrics: dict | None) -> dict | None:
     if metrics is None:
         return None
-    keys = ("clips", "files", "tracks", "clip_accuracy", "file_accuracy", "track_accuracy", "macro_f1", "loss")
+    keys = (
+        "clips",
+        "files",
+        "tracks",
+        "clip_accuracy",
+        "file_accuracy",
+        "track_accuracy",
+        "macro_f1",
+        "loss",
+    )
     return {k: metrics[k] for k in keys}
