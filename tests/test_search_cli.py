@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from musicnas.cli import main
+from conftest import run_cli
 
 torch.set_num_threads(1)
 
@@ -21,16 +21,6 @@ TINY = {
     "keep_seen": 1,
     "tensorboard": False,
 }
-
-
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_search_cli_runs_resumes_and_extends(tiny_cache, tmp_path, capsys):
