@@ -42,6 +42,10 @@ SILENCE_PEAK = 1e-4
 RESAMPLE_QUALITY = "HQ"
 _STREAMING_PLACEHOLDER = 0xFFFFF000
 _SNIFF_BYTES = 1024
+# Limits on what a file's header may claim: a corrupt header must not make us allocate gigabytes.
+MAX_SOURCE_RATE = 768_000
+MAX_CHANNELS = 256
+_MAX_BLOCK_VALUES = 2**23  # samples x channels read at once (32 MB of float32)
 _DECLARED_LENGTH = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
 
 
@@ -78,6 +82,10 @@ def _open(path: Path) -> sf.SoundFile:
     if handle.frames <= 0 or handle.samplerate <= 0 or handle.channels <= 0:
         handle.close()
         raise AudioSkip("no audio frames (empty file)")
+    if handle.samplerate > MAX_SOURCE_RATE or handle.channels > MAX_CHANNELS:
+        rate, channels = handle.samplerate, handle.channels
+        handle.close()
+        raise AudioSkip(f"implausible header ({rate} Hz, {channels} channels): corrupt file")
     # libsndfile quietly shortens a WAV whose header promises more data than the file has; its log
     # says so as "data : <declared> (should be <present>)". Such a file was cut off mid-copy.
     # (0xFFFFFFFF is the placeholder streaming writers use when the length is unknown: not truncation.)
@@ -88,6 +96,17 @@ def _open(path: Path) -> sf.SoundFile:
             f"truncated (header declares {match.group(1)} data bytes, file holds {match.group(2)})"
         )
     return handle
+
+
+def _downmix(data: np.ndarray) -> np.ndarray:
+    if data.shape[1] == 1:
+        return data[:, 0]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN samples are rejected right after
+        return data.mean(axis=1, dtype=np.float32)
+
+
+def _block_frames(handle: sf.SoundFile, seconds: float) -> int:
+    return max(1, min(int(seconds * handle.samplerate), _MAX_BLOCK_VALUES // handle.channels))
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -134,7 +153,7 @@ def iter_audio_blocks(
     with _open(path) as handle:
         declared = handle.frames
         src_rate = handle.samplerate
-        block = max(1, int(block_seconds * src_rate))
+        block = _block_frames(handle, block_seconds)
         stream = (
             None
             if src_rate == sample_rate
@@ -150,7 +169,7 @@ def iter_audio_blocks(
                 ) from exc
             last = len(data) < block
             read += len(data)
-            mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+            mono = _downmix(data)
             if not np.all(np.isfinite(mono)):
                 raise AudioSkip("decoded samples contain NaN or infinity (corrupt file)")
             out = mono if stream is None else stream.resample_chunk(mono, last=last)
@@ -170,15 +189,21 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     path = Path(path)
     with _open(path) as handle:
         src_rate, declared = handle.samplerate, handle.frames
+        # read in blocks: memory follows what the file holds, not what a (corrupt) header claims
+        blocks, block = [], _block_frames(handle, 30.0)
         try:
-            data = handle.read(dtype="float32", always_2d=True)
+            while True:
+                blocks.append(handle.read(block, dtype="float32", always_2d=True))
+                if len(blocks[-1]) < block:
+                    break
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioSkip(f"decoding failed, truncated or corrupt ({_short(exc)})") from exc
+        data = np.concatenate(blocks)
     if declared > 0 and len(data) < declared * 0.99 - src_rate * 0.05:
         raise AudioSkip(
             f"truncated (decoded {len(data) / src_rate:.2f} s of the {declared / src_rate:.2f} s its header declares)"
         )
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    mono = _downmix(data)
     if not np.all(np.isfinite(mono)):
         raise AudioSkip("decoded samples contain NaN or infinity (corrupt file)")
     return resample(mono, src_rate, sample_rate)
