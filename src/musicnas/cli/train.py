@@ -115,7 +115,6 @@ def train(
     from musicnas.retrain import train_arch
     from musicnas.spaces import load_arch
     from musicnas.training.trainer import TRAIN_CONFIG_FILE, TrainConfig
-    from musicnas.utils.io import read_json
 
     overrides = {
         "epochs": epochs,
@@ -133,7 +132,7 @@ def train(
                 f"--resume {resume} continues in that folder; drop --out {out} or make it the same"
             )
         out = resume
-        recorded = read_json(resume / TRAIN_CONFIG_FILE, what="training settings of the run to resume")
+        recorded = read_train_record(resume / TRAIN_CONFIG_FILE)
         config = TrainConfig.from_dict(recorded["config"]).replace(**overrides)
         seed = recorded["seed"] if seed is None else seed
         model = recorded["model"]
@@ -197,3 +196,28 @@ def _warn_untrainable_classes(dataset) -> None:
             log.warning(
                 "class %r has no clips in the train split (%s): the model will never predict it", name, why
             )
+
+
+def read_train_record(path: Path) -> dict:
+    """``MODEL/train_config.json`` (written when the training started), checked: config, seed, model, data."""
+    from musicnas.training.trainer import TrainConfig
+    from musicnas.utils.io import read_json
+
+    record = read_json(path, what="training settings of the run to resume")
+    kinds = {"config": dict, "seed": int, "model": dict, "data": str}
+    problems = [
+        f"{key!r} must be a {kind.__name__}"
+        for key, kind in kinds.items()
+        if not isinstance(record.get(key) if isinstance(record, dict) else None, kind)
+        or (kind is int and isinstance(record.get(key), bool))
+    ]
+    if not problems:
+        try:
+            TrainConfig.from_dict(record["config"])
+        except MusicnasError as exc:
+            problems.append(str(exc))
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            problems.append(f"'config' holds a value of the wrong type ({exc})")
+    if problems:
+        raise MusicnasError(f"{path} is damaged ({'; '.join(problems)}); restore it or start a new --out")
+    return record

@@ -116,13 +116,40 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> SearchConfig:
+        if not isinstance(values, dict):
+            raise MusicnasError(f"search settings must be a JSON/TOML table, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise MusicnasError(
                 f"unknown search config key(s): {', '.join(unknown)}; known keys are {', '.join(sorted(known))}"
             )
+        wrong = _wrongly_typed(values)
+        if wrong:
+            raise MusicnasError(f"invalid search config: {'; '.join(wrong)}")
         return cls(**values)
+
+
+_JSON_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,)}
+
+
+def _wrongly_typed(values: dict) -> list[str]:
+    """Values whose JSON type does not fit the field (an edited config.json or config file)."""
+    out = []
+    for f in dataclasses.fields(SearchConfig):
+        if f.name not in values:
+            continue
+        value, kinds = values[f.name], [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        fits = any(
+            isinstance(value, _JSON_TYPES[k]) and (k == "bool" or not isinstance(value, bool))
+            for k in kinds
+            if k in _JSON_TYPES
+        )
+        if not fits:
+            out.append(f"{f.name} must be {f.type}, got {value!r}")
+    return out
 
 
 def _reference_macro() -> dict:
