@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("MUSICNAS_NO_REEXEC", "1")
@@ -65,7 +66,7 @@ def reseal_bundle(b):
     digests = {"algorithm": "sha256"}
     if (b / "model.safetensors").is_file():
         digests["model.safetensors"] = bytes_digest((b / "model.safetensors").read_bytes())
-    if (b / "arch.json").is_file():
+    with contextlib.suppress(OSError, ValueError):  # missing or not JSON: the loader reports it
         digests["arch.json"] = json_digest(json.loads((b / "arch.json").read_text()))
     digests["bundle.json"] = bundle_record_digest(meta)
     meta["digests"] = digests
