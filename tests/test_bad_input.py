@@ -22,10 +22,12 @@ from musicnas.data.audio import AudioSkip, load_audio
 from musicnas.data.cache import prepare
 from musicnas.data.features import FeatureConfig
 from musicnas.data.sources import find_audio
-from musicnas.export.bundle import ModelSpec, build_model, save_bundle
+from musicnas.export.bundle import save_bundle
+from musicnas.models import ModelSpec, build_model
+from musicnas.retrain import train_arch
 from musicnas.runtime import MusicnasError, setup
 from musicnas.spaces.macro import MacroArch, MacroSpace
-from musicnas.training.trainer import TrainConfig, train_arch
+from musicnas.training.trainer import TrainConfig
 from musicnas.utils.io import atomic_write_bytes, load_checkpoint, save_checkpoint
 
 CLASSES = ["low", "mid", "high"]

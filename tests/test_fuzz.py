@@ -24,7 +24,8 @@ from conftest import reseal_bundle
 from musicnas.data.audio import AUDIO_EXTENSIONS, AudioSkip, iter_clips, load_audio
 from musicnas.data.features import FeatureConfig
 from musicnas.data.sources import find_audio
-from musicnas.export.bundle import ModelSpec, build_model, read_bundle, save_bundle
+from musicnas.export.bundle import read_bundle, save_bundle
+from musicnas.models import ModelSpec, build_model
 from musicnas.runtime import MusicnasError
 from musicnas.search.config import SearchConfig
 from musicnas.search.enas import CONFIG_FORMAT, load_run_config

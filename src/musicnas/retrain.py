@@ -95,7 +95,7 @@ def train_arch(
                 "model": spec.to_dict(arch),
                 "data": str(data.root),
                 "data_identity": data_identity(data),
-            },  # fmt: skip
+            },
         )
     torch.manual_seed(seed)  # weight initialisation
     model = build_model(spec, arch)

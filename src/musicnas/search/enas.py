@@ -648,7 +648,9 @@ def load_run_config(run_dir: str | os.PathLike) -> SearchConfig:
         f"is {run_dir} a search run?",
     )
     if not isinstance(record.get("search"), dict):
-        raise MusicnasError(f"{run_dir}/config.json lacks its 'search' settings; restore it or start a new run")
+        raise MusicnasError(
+            f"{run_dir}/config.json lacks its 'search' settings; restore it or start a new run"
+        )
     return SearchConfig.from_dict(record["search"])
 
 

@@ -73,10 +73,9 @@ class MacroSpace:
             raise MusicnasError(
                 f"macro space: branches must be 4, 5 or 6 (ops {', '.join(OP_NAMES)}), got {branches}"
             )
-        if not 2 <= channels <= MAX_CHANNELS:
+        if channels < 2:
             raise MusicnasError(
-                f"macro space: channels must be between 2 (factorized reductions halve them) and {MAX_CHANNELS}, "
-                f"got {channels}"
+                f"macro space: channels must be at least 2 (factorized reductions halve them), got {channels}"
             )
         if not isinstance(self.whole_channels, bool):
             raise MusicnasError(
