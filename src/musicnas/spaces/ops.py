@@ -147,18 +147,25 @@ class Identity(nn.Module):
 
 
 class GlobalAvgPoolHead(nn.Module):
-    """Global average pool -> dropout -> bias-free linear (the reference's classifier head)."""
+    """Average pool -> dropout -> bias-free linear (the reference's classifier head).
 
-    def __init__(self, c_in: int, num_classes: int, dropout: float = 0.0, relu: bool = False):
+    ``bands`` 1 is the reference's global average pool. With ``bands`` > 1 time is averaged away but the
+    frequency axis is pooled into that many bands, each band's channels feeding the classifier on its
+    own: a spectrogram's rows are not interchangeable (where in frequency energy sits is much of what
+    tells one soundtrack from another, and what a linear model on per-band statistics uses), while a
+    global pool keeps only what a feature looks like, not at which pitch range it fired."""
+
+    def __init__(self, c_in: int, num_classes: int, dropout: float = 0.0, relu: bool = False, bands: int = 1):
         super().__init__()
         self.relu = relu
+        self.bands = int(bands)
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(c_in, num_classes, bias=False)
+        self.linear = nn.Linear(c_in * self.bands, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.relu:
             x = F.relu(x)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, (self.bands, 1)), 1)
         return self.linear(self.dropout(x))
 
 

@@ -39,6 +39,7 @@ DEFAULT_CHANNELS = 24
 DEFAULT_BRANCHES = 6
 # Far beyond the reference (24 layers, 512 channels at most); larger values only come from edited files.
 MAX_LAYERS, MAX_CHANNELS = 128, 1024
+MAX_HEAD_BANDS = 64
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,17 @@ class MacroSpace:
     ``stem_stride`` 2 makes the stem conv halve the spectrogram (ceil sizes) before the first layer. The
     reference's stem has stride 1 (the default, kept for its 32x32 CIFAR images); on a 64x94 log-mel a
     stride-2 stem cuts the network's work about 4x, which is what lets a search run on 2 CPU cores (the
-    ``cpu`` search preset uses it)."""
+    ``cpu`` search preset uses it).
+
+    ``head_bands`` > 1 makes the classifier head keep that many frequency bands instead of one global
+    average (see :class:`~musicnas.spaces.ops.GlobalAvgPoolHead`); 1 is the reference's head."""
 
     num_layers: int = DEFAULT_LAYERS
     num_branches: int = DEFAULT_BRANCHES
     whole_channels: bool = True
     channels: int = DEFAULT_CHANNELS
     stem_stride: int = 1
+    head_bands: int = 1
 
     type: ClassVar[str] = "macro"
 
@@ -87,7 +92,11 @@ class MacroSpace:
         object.__setattr__(self, "num_layers", layers)
         object.__setattr__(self, "num_branches", branches)
         object.__setattr__(self, "channels", channels)
+        head_bands = as_int(self.head_bands, "macro space: head_bands")
+        if not 1 <= head_bands <= MAX_HEAD_BANDS:
+            raise MusicnasError(f"macro space: head_bands must be 1 to {MAX_HEAD_BANDS}, got {head_bands}")
         object.__setattr__(self, "stem_stride", stem_stride)
+        object.__setattr__(self, "head_bands", head_bands)
 
     # ----- structure ---------------------------------------------------------------------------------
     @property
@@ -130,6 +139,8 @@ class MacroSpace:
             "whole_channels": self.whole_channels,
             "channels": self.channels,
             "stem_stride": self.stem_stride,
+            # written only when set, so architectures of the reference head keep their JSON and keys
+            **({"head_bands": self.head_bands} if self.head_bands != 1 else {}),
         }
 
     @classmethod
@@ -146,7 +157,8 @@ class MacroSpace:
 
     # CLI option -> field (the one mapping: `musicnas search`, `musicnas arch` and the benchmark use it)
     OPTIONS: ClassVar[dict[str, str]] = {"layers": "num_layers", "branches": "num_branches",
-        "whole_channels": "whole_channels", "channels": "channels", "stem_stride": "stem_stride"}  # fmt: skip
+        "whole_channels": "whole_channels", "channels": "channels", "stem_stride": "stem_stride",
+        "head_bands": "head_bands"}  # fmt: skip
 
     @classmethod
     def from_options(cls, **options: Any) -> MacroSpace:
