@@ -130,11 +130,13 @@ def latency():
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first."
 )
+@click.option("--gap-ms", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Sleep before each timed run, so runs start with the CPU on a busy machine (0: back to back).")  # fmt: skip
 @click.option("--classes", "num_classes", type=click.IntRange(min=2), default=10, show_default=True,
               help="Outputs of the classifier head of an ARCH.json (a bundle has its own).")  # fmt: skip
 @click.option("--save", is_flag=True,
               help="MODEL_DIR only: record the measurement in MODEL_DIR/latency.json and its model card.")  # fmt: skip
-def measure(target, backend, threads, with_frontend, as_json, runs, warmup, num_classes, save):
+def measure(target, backend, threads, with_frontend, as_json, runs, warmup, gap_ms, num_classes, save):
     """Measure the latency of TARGET: an architecture JSON (untrained weights: latency does not depend on
     them) or a model bundle folder."""
     from musicnas.latency.measure import deployed_from_path, measure_deployed
@@ -142,7 +144,7 @@ def measure(target, backend, threads, with_frontend, as_json, runs, warmup, num_
     if save and not target.is_dir():
         raise MusicnasError("--save records the latency in a model bundle; TARGET must be a MODEL_DIR")
     net = deployed_from_path(target, num_classes=num_classes)
-    result = measure_deployed(net, backend, threads, with_frontend, runs, warmup).to_dict()
+    result = measure_deployed(net, backend, threads, with_frontend, runs, warmup, gap_ms).to_dict()
     result["source"] = net.source
     if save:
         from musicnas.export.card import record_latency

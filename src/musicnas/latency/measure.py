@@ -36,6 +36,7 @@ from musicnas.runtime import MusicnasError
 DEFAULT_RUNS = 100
 MIN_RUNS = 50  # the CLI's floor: fewer runs make the median and IQR too noisy to compare
 DEFAULT_WARMUP = 10
+DEFAULT_GAP_MS = 1.0  # sleep before each timed run (see time_calls)
 INIT_SEED = 0  # weights of a measured architecture (latency does not depend on them)
 
 
@@ -89,6 +90,7 @@ class Measurement:
     p25_ms: float = 0.0
     p75_ms: float = 0.0
     min_ms: float = 0.0
+    gap_ms: float = DEFAULT_GAP_MS
 
     def to_dict(self) -> dict:
         return {
@@ -99,6 +101,7 @@ class Measurement:
             "min_ms": self.min_ms,
             "runs": self.runs,
             "warmup": self.warmup,
+            "gap_ms": self.gap_ms,
             "batch": 1,
             "backend": self.backend,
             "threads": self.threads,
@@ -118,15 +121,27 @@ def _versions(backend: str) -> dict:
     return out
 
 
-def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
-    """Wall-clock milliseconds of ``runs`` calls of ``fn`` after ``warmup`` untimed calls."""
-    if runs < 1 or warmup < 0:
-        raise MusicnasError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+def time_calls(
+    fn: Callable[[], object], runs: int, warmup: int, gap_ms: float = DEFAULT_GAP_MS
+) -> np.ndarray:
+    """Wall-clock milliseconds of ``runs`` calls of ``fn`` after ``warmup`` untimed calls, with a sleep of
+    ``gap_ms`` before each timed call.
+
+    Why the gap: on a machine shared with CPU-bound work, back-to-back calls exhaust the process's time
+    slice and most of them are preempted (measured on the 2-vCPU development VM at load 8: a ~2 ms
+    network's median 13-18 ms back to back, 2.4-3.0 ms with a 1 ms gap; IQR 12-20 ms vs 0.4-0.7 ms).
+    A process that has just slept is scheduled at once, so each timed call starts with the CPU. On a
+    quiet machine the gap changes little; ``gap_ms=0`` times calls back to back."""
+    if runs < 1 or warmup < 0 or gap_ms < 0:
+        raise MusicnasError(f"need runs >= 1, warmup >= 0, gap >= 0; got {runs}, {warmup}, {gap_ms}")
     for _ in range(warmup):
         fn()
     times = np.empty(runs, dtype=np.float64)
     clock = time.perf_counter_ns
+    gap = gap_ms / 1000.0
     for i in range(runs):
+        if gap:
+            time.sleep(gap)
         start = clock()
         fn()
         times[i] = (clock() - start) / 1e6
@@ -175,6 +190,7 @@ def time_module(
     threads: int = DEFAULT_THREADS,
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
+    gap_ms: float = DEFAULT_GAP_MS,
 ) -> np.ndarray:
     """Timings (ms) of ``module(*inputs)``: exported to ONNX and run in onnxruntime, or in eager PyTorch.
     Used for the table's parts (several inputs allowed); :func:`measure_deployed` for whole networks."""
@@ -183,7 +199,7 @@ def time_module(
     inputs = tuple(x.detach().cpu().contiguous() for x in inputs)
     if backend == "torch":
         with torch_threads(threads), torch.inference_mode():
-            return time_calls(lambda: module(*inputs), runs, warmup)
+            return time_calls(lambda: module(*inputs), runs, warmup, gap_ms)
     from musicnas.export.formats import write_onnx
 
     names = [f"x{i}" for i in range(len(inputs))]
@@ -192,7 +208,7 @@ def time_module(
         write_onnx(module, inputs, path, names, output_names=("y",), dynamic_batch=False)
         session = onnx_session(path, threads)
     feeds = {name: x.numpy() for name, x in zip(names, inputs, strict=True)}
-    return time_calls(lambda: session.run(None, feeds), runs, warmup)
+    return time_calls(lambda: session.run(None, feeds), runs, warmup, gap_ms)
 
 
 @dataclass
@@ -250,6 +266,7 @@ def measure_deployed(
     with_frontend: bool = False,
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
+    gap_ms: float = DEFAULT_GAP_MS,
 ) -> Measurement:
     """Latency of ``net`` at batch 1 as deployed with ``backend`` (see the module docstring)."""
     from musicnas.export.formats import example_input, export_onnx, torch_reference
@@ -261,14 +278,14 @@ def measure_deployed(
     if backend == "torch":
         module = torch_reference(net, with_frontend)
         with torch_threads(threads), torch.inference_mode():
-            times = time_calls(lambda: module(x), runs, warmup)
+            times = time_calls(lambda: module(x), runs, warmup, gap_ms)
     else:
         with tempfile.TemporaryDirectory(prefix="musicnas-latency-") as tmp:
             path = Path(tmp) / "model.onnx"
             export_onnx(net, path, with_frontend=with_frontend)
             session = onnx_session(path, threads)
         feeds = {name: x.numpy()}
-        times = time_calls(lambda: session.run(None, feeds), runs, warmup)
+        times = time_calls(lambda: session.run(None, feeds), runs, warmup, gap_ms)
     stats = summarise(times)
     return Measurement(
         median_ms=stats["median_ms"],
@@ -282,4 +299,5 @@ def measure_deployed(
         threads=threads,
         input={"name": name, "shape": shape},
         with_frontend=with_frontend,
+        gap_ms=gap_ms,
     )

@@ -30,6 +30,7 @@ import torch
 
 from musicnas.latency import DEFAULT_BACKEND, DEFAULT_THREADS
 from musicnas.latency.measure import (
+    DEFAULT_GAP_MS,
     DEFAULT_WARMUP,
     check_backend,
     deployed_from_arch,
@@ -316,6 +317,7 @@ def build_model(
         "seed": seed,
         "runs": runs,
         "warmup": warmup,
+        "gap_ms": DEFAULT_GAP_MS,
         "entry_iqr_ms": dict(sorted(spread.items())),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
