@@ -42,7 +42,7 @@ def measure_ms(arch, data, backend: str, threads: int) -> float:
 
 
 def retrain(bench: Bench, arch, seed: int, out: Path, epochs: int) -> dict:
-    from musicnas.training.trainer import train_arch
+    from musicnas.retrain import train_arch
 
     return train_arch(
         arch, bench.data, out, train_config(bench, epochs), bench.rt, seed=seed, show_progress=False

@@ -265,6 +265,31 @@ def test_search_with_target_latency_records_predicted_and_measured(tiny_cache, t
     assert code == 2 and "--target-latency-ms" in err
 
 
+def test_latency_aware_search_with_dropout_resumes_bit_identically(tiny_cache, tmp_path):
+    """Killed in epoch 2 and resumed, a latency-targeted search with child dropout repeats the
+    uninterrupted one: predictions come from the table (and the checkpointed cost cache), not from
+    measurements, and measuring the result happens after the search."""
+    from musicnas import runtime
+    from musicnas.search.config import resolve_config
+    from musicnas.search.enas import run_search
+    from test_search_loop import Kill, kill_at, run_outputs
+
+    table = tmp_path / "table.json"
+    save_model(hand_table(tiny_cache.num_classes), table)
+    values = {**TINY_SEARCH, "epochs": 2, "reward": "tunas", "cost_metric": "latency", "cost_target": 1.0,
+              "latency_table": str(table), "child_dropout": 0.5}  # fmt: skip
+    config = resolve_config("cpu", "macro", None, values)
+    rt = runtime.setup("cpu", 1)
+    run_search(config, tiny_cache, tmp_path / "ref", rt)
+    with pytest.raises(Kill):
+        run_search(config, tiny_cache, tmp_path / "resumed", rt, callback=kill_at("child", 1, 0))
+    run_search(config, tiny_cache, tmp_path / "resumed", rt, resume=True)
+    ref, resumed = run_outputs(tmp_path / "ref"), run_outputs(tmp_path / "resumed")
+    ref_latency, resumed_latency = ref["arch"].pop("latency"), resumed["arch"].pop("latency")
+    assert resumed == ref
+    assert resumed_latency["predicted_ms"] == ref_latency["predicted_ms"]
+
+
 # ------------------------------------------------------------------------------------------------ card
 def parse_front_matter(text: str) -> dict:
     assert text.startswith("---\n")

@@ -28,7 +28,7 @@ CARD_FILE = "README.md"
 LATENCY_FILE = "latency.json"
 SEARCH_FILE = "search.json"
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-HEADLINE_METRICS = ("clip_accuracy", "track_accuracy", "macro_f1")
+HEADLINE_METRICS = ("clip_accuracy", "file_accuracy", "track_accuracy", "macro_f1")
 
 
 def _key(key) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from musicnas.latency.measure import deployed_from_arch, measure_deployed
+from musicnas.latency.table import feature_config_for
 from musicnas.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -18,9 +19,10 @@ def record_arch_latency(search, result: dict) -> dict:
     arch_path = search.out / "arch.json"
     arch_json = read_json(arch_path, what="derived architecture")
     arch = search.space_module.Arch.from_json(arch_json)
-    net = deployed_from_arch(
-        arch, search.num_classes, getattr(search.data, "config", None), search.input_shape[0]
-    )
+    # the data's feature options, checked against the search's input: the measured network must be the
+    # one the table predicted, never one with the default input shape
+    config = feature_config_for(search.input_shape, getattr(search.data, "config", None))
+    net = deployed_from_arch(arch, search.num_classes, config, search.input_shape[0])
     measured = measure_deployed(net, model.backend, model.threads)
     predicted = model.predict(arch)
     target = search.config.cost_target

@@ -68,11 +68,16 @@ def default_table_path(backend: str = DEFAULT_BACKEND, threads: int = DEFAULT_TH
     return cache_root() / "latency" / f"{machine_key()}-{backend}-t{threads}.json"
 
 
+# how entries and fitting runs are timed: a table timed otherwise is another table (rebuilt, not reused)
+TIMING = {"gap_ms": DEFAULT_GAP_MS}
+
+
 def signature(space, input_shape, num_classes: int) -> dict:
     return {
         "space": space.to_dict(),
         "input_shape": [int(v) for v in input_shape],
         "num_classes": int(num_classes),
+        "timing": dict(TIMING),
     }
 
 
@@ -292,7 +297,7 @@ def build_model(
     check_backend(backend, threads)
     check_supported(space)
     input_shape = tuple(int(v) for v in input_shape)
-    config = _feature_config_for(input_shape, feature_config)
+    config = feature_config_for(input_shape, feature_config)
     call = _call_overhead_ms(backend, threads, runs, warmup)
     entries: dict[str, float] = {}
     spread: dict[str, float] = {}
@@ -324,7 +329,7 @@ def build_model(
     return model
 
 
-def _feature_config_for(input_shape, feature_config=None):
+def feature_config_for(input_shape, feature_config=None):
     """Feature options whose ``input_shape`` is ``input_shape`` (the exporter builds inputs from them)."""
     from musicnas.data.features import FeatureConfig
 
@@ -347,7 +352,7 @@ def check_model(
 ) -> dict:
     """Predicted vs measured latency of ``n_archs`` random architectures (from ``seed``, a stream other
     than the fit's by default). Returns per-architecture rows and the share within ±10%."""
-    config = _feature_config_for(model.input_shape, feature_config)
+    config = feature_config_for(model.input_shape, feature_config)
     rows = []
     for arch in progress(random_archs(model.space, n_archs, seed), desc="latency check", unit="arch"):
         predicted = model.predict(arch)
