@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from musicnas.cli.common import SEED, THREADS
 from musicnas.runtime import MusicnasError
 
 BACKEND_CHOICE = click.Choice(["onnxruntime", "torch"])
@@ -35,7 +36,7 @@ def backend_options(func):
     options = [
         click.option("--backend", type=BACKEND_CHOICE, default="onnxruntime", show_default=True,
                      help="onnxruntime runs the exported ONNX model (as deployed); torch runs PyTorch eager."),
-        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+        click.option("--threads", type=THREADS, default=1, show_default=True,
                      help="Intra-op threads of the backend."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -166,7 +167,7 @@ def measure(target, backend, threads, with_frontend, as_json, runs, warmup, gap_
 @backend_options
 @click.option("--fit-archs", type=click.IntRange(min=0), default=10, show_default=True,
               help="Random architectures measured whole to fit the table's scale and overhead.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fitting architectures.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the fitting architectures.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table's summary as JSON.")
 def build_table(
     space, input_shape, num_classes, table_path, runs, backend, threads, fit_archs, seed, as_json
@@ -193,7 +194,7 @@ def build_table(
 @backend_options
 @click.option("--archs", "n_archs", type=click.IntRange(min=1), default=50, show_default=True,
               help="Random architectures to measure and predict.")  # fmt: skip
-@click.option("--seed", type=int, default=1, show_default=True,
+@click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the architectures (the table's fit used seed 0 by default).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures and every row as JSON.")
 def check(space, input_shape, num_classes, table_path, runs, backend, threads, n_archs, seed, as_json):
