@@ -116,3 +116,21 @@ def test_predict_cli_reports_bad_files_and_continues(bundle, tmp_path):
     assert res.exit_code != 0
     rows = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
     assert "error" in rows[0] and rows[1]["clips"] == 1
+
+
+def test_predict_json_gives_the_hugging_face_form(bundle, tmp_path):
+    """`--json` carries the HF audio-classification list; `--json --hf` prints only it, top-k best first."""
+    wav = _write_long_wav(tmp_path / "a.wav", 4)
+    runner = CliRunner()
+    base = ["predict", "--model", str(bundle), "--top-k", "2", "--device", "cpu", "--threads", "1"]
+    res = runner.invoke(cli, [*base, "--json", str(wav)])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.output.strip().splitlines()[-1])
+    assert obj["predictions"] == [{"label": t["label"], "score": t["probability"]} for t in obj["top"]]
+    res = runner.invoke(cli, [*base, "--json", "--hf", str(wav)])
+    assert res.exit_code == 0, res.output
+    hf = json.loads(res.output.strip().splitlines()[-1])
+    assert hf == obj["predictions"] and [set(d) for d in hf] == [{"label", "score"}] * 2
+    assert hf[0]["score"] >= hf[1]["score"] and hf[0]["label"] == obj["label"]
+    res = runner.invoke(cli, [*base, "--hf", str(wav)])
+    assert res.exit_code != 0 and "add --json" in str(res.exception)

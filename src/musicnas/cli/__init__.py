@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "evaluate": "musicnas.cli.evaluate:evaluate",
     "predict": "musicnas.cli.predict:predict",
     "export": "musicnas.cli.export:export",
+    "latency": "musicnas.cli.latency:latency",
     "report": "musicnas.cli.report:report",
     "benchmark": "musicnas.cli.benchmark:benchmark",
 }

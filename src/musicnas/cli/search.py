@@ -109,12 +109,32 @@ def _space_overrides(space: str, options: dict) -> dict | None:
 )
 @click.option(
     "--cost-metric",
-    type=click.Choice(["macs", "params"]),
+    type=click.Choice(["macs", "params", "latency"]),
     default=None,
-    help="Cost used by cost-aware rewards [macs].",
+    help="Cost used by cost-aware rewards [macs]; latency is predicted by the machine's latency table.",
 )
 @click.option(
     "--cost-target", type=POSITIVE_FLOAT, default=None, help="Target cost T0 for cost-aware rewards."
+)
+@click.option(
+    "--target-latency-ms",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Search for this latency (ms, batch 1) on this machine: cost metric latency with target T, "
+    "reward tunas unless --reward says otherwise (mnas-soft, mnas-hard). See docs/latency.md.",
+)
+@click.option(
+    "--latency-backend",
+    type=click.Choice(["onnxruntime", "torch"]),
+    default=None,
+    help="Runtime whose latency is targeted [onnxruntime].",
+)
+@click.option("--latency-threads", type=click.IntRange(min=1), default=None, help="Its intra-op threads [1].")
+@click.option(
+    "--latency-table",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Latency table file [default: this machine's, built on first use: musicnas latency build-table].",
 )
 @click.option(
     "--checkpoint-every",
@@ -139,6 +159,10 @@ def search(
     reward,
     cost_metric,
     cost_target,
+    target_latency_ms,
+    latency_backend,
+    latency_threads,
+    latency_table,
     checkpoint_every,
     deterministic,
     rt,
@@ -168,6 +192,12 @@ def search(
         if data_path is None:
             raise MusicnasError("--data PATH is required (an audio folder, CSV manifest or prepared cache)")
         space = space_name or "macro"
+        if target_latency_ms is not None:
+            if cost_target is not None or cost_metric not in (None, "latency"):
+                raise MusicnasError(
+                    "--target-latency-ms sets the cost metric (latency) and target; drop --cost-metric/--cost-target"
+                )
+            cost_metric, cost_target, reward = "latency", target_latency_ms, reward or "tunas"
         overrides = {
             "space": space,
             "space_options": _space_overrides(space, space_opts),
@@ -179,6 +209,9 @@ def search(
             "reward": reward,
             "cost_metric": cost_metric,
             "cost_target": cost_target,
+            "latency_backend": latency_backend,
+            "latency_threads": latency_threads,
+            "latency_table": str(latency_table) if latency_table else None,
             "checkpoint_every_steps": checkpoint_every,
             "deterministic": deterministic,
         }
@@ -196,6 +229,13 @@ def search(
         f"score {result['score']:.4f} (val accuracy {result['accuracy']:.4f} with shared weights), "
         f"{cost.get('params', 0):,} params, {cost.get('macs', 0):,} MACs; {result['elapsed']:.0f}s"
     )
+    lat = result.get("latency")
+    if lat:
+        click.echo(
+            f"latency: predicted {lat['predicted_ms']:.3f} ms, measured {lat['measured_ms']:.3f} ms "
+            f"(IQR {lat['measured']['iqr_ms']:.3f}) with {lat['measured']['backend']}, "
+            f"{lat['measured']['threads']} thread(s); target {lat['target_ms']:g} ms ({lat['measured_error']:+.1%})"
+        )
     click.echo(
         f"wrote {out / 'arch.json'}; train it with: musicnas train --arch {out / 'arch.json'} --data ..."
     )

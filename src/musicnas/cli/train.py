@@ -81,6 +81,12 @@ log = logging.getLogger(__name__)
     default=None,
     help="Stop after this many epochs without a better val accuracy, 0 never [default: 6].",
 )
+@click.option(
+    "--measure-latency/--no-measure-latency",
+    default=True,
+    show_default=True,
+    help="Measure the trained model's latency (onnxruntime, 1 thread, batch 1) for its model card.",
+)
 @cache_option
 @runtime_options
 def train(
@@ -97,6 +103,7 @@ def train(
     label_smoothing,
     mixup,
     patience,
+    measure_latency,
     cache,
     rt,
 ):
@@ -167,6 +174,7 @@ def train(
         raise MusicnasError(
             f"training interrupted; continue from the last finished epoch with: musicnas train --resume {out}"
         ) from None
+    _card(out, arch_path, measure_latency)
     val, test, cost = summary["val"], summary["test"], summary["cost"]
     click.echo(
         f"best epoch {summary['best_epoch']}/{summary['epochs_run']}"
@@ -221,3 +229,20 @@ def read_train_record(path: Path) -> dict:
     if problems:
         raise MusicnasError(f"{path} is damaged ({'; '.join(problems)}); restore it or start a new --out")
     return record
+
+
+def _card(out: Path, arch_path: Path | None, measure_latency: bool) -> None:
+    """The bundle's model card with the search it came from and, by default, its measured latency."""
+    from musicnas.export.card import record_latency, record_search_provenance, write_model_card
+
+    if arch_path is not None:
+        record_search_provenance(out, arch_path)
+    if measure_latency:
+        from musicnas.latency.measure import deployed_from_path, measure_deployed
+
+        try:
+            record_latency(out, measure_deployed(deployed_from_path(out)).to_dict())
+            return
+        except MusicnasError as exc:  # the model is trained and saved; a failed export must not hide that
+            click.secho(f"latency not measured: {exc}", fg="yellow", err=True)
+    write_model_card(out)

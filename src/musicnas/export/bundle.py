@@ -189,6 +189,9 @@ def save_bundle(
     atomic_write_json(out / BUNDLE_FILE, {**record, DIGESTS_KEY: digests})
     if summary is not None:
         atomic_write_json(out / SUMMARY_FILE, summary)
+    from musicnas.export.card import write_model_card
+
+    write_model_card(out)
     return out
 
 

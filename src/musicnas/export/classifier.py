@@ -39,10 +39,16 @@ class Prediction:
     def label(self) -> str:
         return self.top[0][0]
 
+    def to_hf(self) -> list[dict]:
+        """The Hugging Face audio-classification pipeline's form: ``[{"label", "score"}, ...]``, top-k,
+        best first."""
+        return [{"label": name, "score": p} for name, p in self.top]
+
     def to_dict(self) -> dict:
         return {
             "source": self.source,
             "label": self.label,
+            "predictions": self.to_hf(),
             "top": [{"label": name, "probability": p} for name, p in self.top],
             "probabilities": self.probabilities,
             "clips": self.num_clips,

@@ -112,7 +112,7 @@ def _cpu_model(classifier) -> nn.Module:
     return model.to(memory_format=torch.contiguous_format)
 
 
-def _reference_module(classifier, with_frontend: bool) -> nn.Module:
+def torch_reference(classifier, with_frontend: bool) -> nn.Module:
     """The PyTorch computation the export must reproduce (with the real LogMel)."""
     from musicnas.data.features import LogMel
 
@@ -122,7 +122,7 @@ def _reference_module(classifier, with_frontend: bool) -> nn.Module:
     return WaveformModel(LogMel(classifier.feature_config), classifier.mean, classifier.std, model).eval()
 
 
-def _example_input(classifier, with_frontend: bool, batch: int, seed: int) -> torch.Tensor:
+def example_input(classifier, with_frontend: bool, batch: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     c = classifier.feature_config
     if with_frontend:
@@ -145,6 +145,41 @@ def _check(out_path: Path, reference: np.ndarray, got: np.ndarray, tolerance: fl
     return diff
 
 
+def write_onnx(
+    module: nn.Module,
+    inputs: tuple,
+    path,
+    input_names: list[str],
+    output_names: tuple[str, ...] = ("logits",),
+    opset: int = DEFAULT_OPSET,
+    dynamo: bool = False,
+    dynamic_batch: bool = True,
+) -> None:
+    """The one call of the ONNX exporter: writes ``module(*inputs)`` to ``path`` (not atomically, not
+    checked: :func:`export_onnx` does both for bundles; ``musicnas.latency`` exports parts with it).
+    ``dynamic_batch`` makes axis 0 of every input and output a dynamic ``batch`` axis."""
+    axes = {name: {0: "batch"} for name in (*input_names, *output_names)} if dynamic_batch else None
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # exporter chatter about shape inference, not actionable
+            torch.onnx.export(
+                module,
+                tuple(inputs),
+                str(path),
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=dynamo,
+            )
+    except Exception as exc:  # the exporters raise many types; the user needs the gist, not the stack
+        if is_disk_full(exc):
+            raise  # atomic_path says what could not be written and removes the partial file
+        raise MusicnasError(
+            f"ONNX export failed ({describe_exception(exc, 300)}); try --format torchscript"
+        ) from exc
+
+
 def export_onnx(
     classifier,
     out,
@@ -163,7 +198,7 @@ def export_onnx(
         opset = 18 if dynamo else DEFAULT_OPSET
 
     out = Path(out)
-    reference_module = _reference_module(classifier, with_frontend)
+    reference_module = torch_reference(classifier, with_frontend)
     if with_frontend:
         module = WaveformModel(
             DFTLogMel(reference_module.frontend), classifier.mean, classifier.std, reference_module.model
@@ -173,30 +208,12 @@ def export_onnx(
         module = reference_module
         input_name = "features"
     module.eval()
-    example = _example_input(classifier, with_frontend, batch=2, seed=0)
-    probe = _example_input(
+    example = example_input(classifier, with_frontend, batch=2, seed=0)
+    probe = example_input(
         classifier, with_frontend, batch=3, seed=1
     )  # another batch size: dynamic axis works
     with atomic_path(out) as tmp:
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # exporter chatter about shape inference, not actionable
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(tmp),
-                    input_names=[input_name],
-                    output_names=["logits"],
-                    dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}},
-                    opset_version=opset,
-                    dynamo=dynamo,
-                )
-        except Exception as exc:  # the exporters raise many types; the user needs the gist, not the stack
-            if is_disk_full(exc):
-                raise  # atomic_path says what could not be written and removes the partial file
-            raise MusicnasError(
-                f"ONNX export failed ({describe_exception(exc, 300)}); try --format torchscript"
-            ) from exc
+        write_onnx(module, (example,), tmp, [input_name], opset=opset, dynamo=dynamo)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run(["logits"], {input_name: probe.numpy()})[0]
         with torch.no_grad():
@@ -211,10 +228,10 @@ def export_torchscript(
 ) -> ExportReport:
     """Writes a traced TorchScript module and checks a reloaded copy against PyTorch."""
     out = Path(out)
-    reference_module = _reference_module(classifier, with_frontend)
+    reference_module = torch_reference(classifier, with_frontend)
     input_name = "waveform" if with_frontend else "features"
-    example = _example_input(classifier, with_frontend, batch=2, seed=0)
-    probe = _example_input(classifier, with_frontend, batch=3, seed=1)
+    example = example_input(classifier, with_frontend, batch=2, seed=0)
+    probe = example_input(classifier, with_frontend, batch=3, seed=1)
     # trace a copy so the reference stays untouched by tracing
     traced_source = copy.deepcopy(reference_module).eval()
     with warnings.catch_warnings():

@@ -94,6 +94,7 @@ class RunInputs:
     controller_probs: list[dict] = field(default_factory=list)
     arch: dict | None = None
     candidates: list[dict] = field(default_factory=list)
+    derive: dict | None = None  # candidates.json "derive": how deriving went, every scored architecture
     notes: list[str] = field(default_factory=list)
 
 
@@ -166,6 +167,8 @@ def load_run(root: Path) -> RunInputs:
                 f"candidates file {root / 'candidates.json'} must be {{'candidates': [{{'arch': ..., 'score': ...}}, ...]}}"
             )
         run.candidates = cands
+        if isinstance(data, dict) and isinstance(data.get("derive"), dict):
+            run.derive = data["derive"]
     return run
 
 

@@ -322,6 +322,41 @@ def candidates_section(run: RunInputs | None) -> Section:
     return Section("candidates", title, body + extra + legend)
 
 
+def latency_section(run: RunInputs | None) -> Section | None:
+    """Accuracy vs latency of every architecture scored while deriving (a latency-aware search only)."""
+    scored = (run.derive or {}).get("scored") if run is not None else None
+    points = [
+        (float(e["latency_ms"]), float(e["accuracy"]))
+        for e in scored or []
+        if as_number(e.get("latency_ms")) is not None and as_number(e.get("accuracy")) is not None
+    ]
+    if not points:
+        return None
+    search_cfg = (run.config or {}).get("search", {})
+    target = as_number(search_cfg.get("cost_target")) if search_cfg.get("cost_metric") == "latency" else None
+    record = (run.arch or {}).get("latency") if isinstance(run.arch, dict) else None
+    chosen = measured = None
+    best = run.candidates[0] if run.candidates else None
+    if isinstance(record, dict) and as_number(record.get("predicted_ms")) is not None and best is not None:
+        chosen = (float(record["predicted_ms"]), float(best.get("accuracy", float("nan"))))
+        measured = as_number(record.get("measured_ms"))
+    png = plots.accuracy_vs_latency(points, target, chosen, measured)
+    body = [image(png, "accuracy vs latency",
+                  "Every architecture scored while deriving: validation accuracy with the shared weights "
+                  "against latency predicted by the machine's latency table; the red steps are the Pareto "
+                  "front, the green band the target ±10%.")]  # fmt: skip
+    if isinstance(record, dict):
+        m = record.get("measured") or {}
+        machine = m.get("machine") or {}
+        body.append(key_value_table([
+            ("target (ms)", record.get("target_ms")), ("predicted (ms)", record.get("predicted_ms")),
+            ("measured median (ms)", record.get("measured_ms")), ("measured IQR (ms)", m.get("iqr_ms")),
+            ("measured vs target", record.get("measured_error")), ("backend", m.get("backend")),
+            ("threads", m.get("threads")), ("CPU", f"{machine.get('cpu')} ({machine.get('cores')} cores)"),
+        ]))  # fmt: skip
+    return Section("latency", "Accuracy vs latency", "\n".join(body))
+
+
 def training_section(bundle: BundleInputs | None) -> Section:
     title = "Training curves"
     if bundle is None:
@@ -531,6 +566,7 @@ def build_sections(inputs: ReportInputs) -> list[Section]:
         "search",
         "architecture",
         "candidates",
+        "latency",
         "training",
         "evaluation",
         "ranking",
@@ -547,6 +583,7 @@ def build_sections(inputs: ReportInputs) -> list[Section]:
         "evaluation": lambda: evaluation_section(inputs.bundle),
         "training": lambda: training_section(inputs.bundle),
         "search": lambda: search_section(inputs.run),
+        "latency": lambda: latency_section(inputs.run),
     }
     built = {}
     for name, build in builders.items():

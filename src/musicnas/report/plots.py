@@ -245,3 +245,46 @@ def ranking_scatter(
     ax.set_title(", ".join(parts) or "ranking quality", fontsize=10)
     ax.grid(alpha=0.3)
     return to_png(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (lower latency x, higher accuracy y), by latency."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def accuracy_vs_latency(
+    points: list[tuple[float, float]],
+    target_ms: float | None = None,
+    chosen: tuple[float, float] | None = None,
+    chosen_measured_ms: float | None = None,
+) -> bytes | None:
+    """Every scored architecture (predicted latency, shared-weight accuracy), the Pareto front, the
+    target with its ±10% band, and the chosen architecture (predicted and measured latency)."""
+    if not points:
+        return None
+    fig = new_figure(6.0, 4.2)
+    ax = fig.add_subplot()
+    xs, ys = zip(*points, strict=True)
+    ax.scatter(xs, ys, s=16, alpha=0.55, color="#4c72b0", lw=0, label=f"scored architectures ({len(points)})")
+    front = pareto_front(points)
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#c44e52", lw=1.4,
+            label="Pareto front")  # fmt: skip
+    if target_ms is not None:
+        ax.axvspan(0.9 * target_ms, 1.1 * target_ms, color="#55a868", alpha=0.15, lw=0, label="target ±10%")
+        ax.axvline(target_ms, color="#55a868", lw=1.4, label=f"target {target_ms:g} ms")
+    if chosen is not None:
+        ax.scatter([chosen[0]], [chosen[1]], marker="*", s=160, color="#dd8452", edgecolor="k", lw=0.5,
+                   zorder=5, label="chosen (predicted)")  # fmt: skip
+        if chosen_measured_ms is not None:
+            ax.scatter([chosen_measured_ms], [chosen[1]], marker="X", s=70, color="#8172b2", edgecolor="k",
+                       lw=0.5, zorder=5, label="chosen (measured)")  # fmt: skip
+    ax.set_xlabel("latency, ms (batch 1; predicted by the latency table)")
+    ax.set_ylabel("validation accuracy (shared weights)")
+    ax.set_title("Accuracy vs latency", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return to_png(fig)

@@ -69,8 +69,11 @@ class SearchConfig:
     skip_weight: float = 0.8
 
     reward: str = "accuracy"
-    cost_metric: str = "macs"
+    cost_metric: str = "macs"  # "latency": milliseconds predicted by the latency table (docs/latency.md)
     cost_target: float | None = None
+    latency_backend: str = "onnxruntime"  # what the latency table measured: onnxruntime or torch
+    latency_threads: int = 1  # intra-op threads of that backend
+    latency_table: str | None = None  # table file; None: this machine's file in the user cache
 
     derive_samples: int = 100
     derive_batches: int = 2
@@ -109,6 +112,10 @@ class SearchConfig:
         from musicnas.search.rewards import make_reward
 
         make_reward(self.reward, self.cost_metric, self.cost_target)  # raises on a bad reward/metric/target
+        if self.cost_metric == "latency":
+            from musicnas.latency.measure import check_backend
+
+            check_backend(self.latency_backend, self.latency_threads)
         return self
 
     def to_dict(self) -> dict:

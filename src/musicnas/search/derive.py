@@ -79,8 +79,16 @@ def derive(search) -> tuple[list[dict], dict]:
         "reward": search.reward_fn.describe(),
         "most_likely": search.controller.most_likely().to_json(),
         "sampled_accuracy_mean": float(np.mean([c["accuracy"] for c in scored.values()])),
+        "scored": [_scored_entry(search, c) for c in scored.values()],  # every one, for the report's plots
     }
     return ranked, info
+
+
+def _scored_entry(search, cand: dict) -> dict:
+    entry = {"flat": cand["arch"].to_flat(), "score": cand["score"], "accuracy": cand["accuracy"]}
+    if getattr(search, "latency_model", None) is not None:  # a table lookup: no network is built
+        entry["latency_ms"] = search.latency_model.predict(cand["arch"])
+    return entry
 
 
 def derive_snapshot(search) -> dict:

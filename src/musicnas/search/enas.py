@@ -14,6 +14,7 @@ the controller through the :class:`~musicnas.search.controller.Controller` contr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -233,6 +234,13 @@ class SearchRun:
         )
         self.reward_fn = make_reward(config.reward, config.cost_metric, config.cost_target)
         self.cost_cache: dict[str, Cost] = {}
+        self.latency_model = None  # the latency table, when the reward is on latency (musicnas.latency)
+        if self.reward_fn.needs_cost and config.cost_metric == "latency":
+            from musicnas.latency.table import model_for_search
+
+            self.latency_model = model_for_search(
+                config, self.space, self.input_shape, self.num_classes, getattr(data, "config", None)
+            )
         self.state = LoopState()
         self.train_idx = np.asarray(data.split_indices("train"), dtype=np.int64)
         self.val_idx = np.asarray(data.split_indices("val"), dtype=np.int64)
@@ -365,7 +373,10 @@ class SearchRun:
                     arch, in_channels=self.input_shape[0], num_classes=self.num_classes
                 )
             net.eval()
-            self.cost_cache[key] = count_cost(net, self.input_shape)
+            cost = count_cost(net, self.input_shape)
+            if self.latency_model is not None:
+                cost = dataclasses.replace(cost, latency_ms=self.latency_model.predict(arch))
+            self.cost_cache[key] = cost
         return self.cost_cache[key]
 
     def reward(self, accuracy: float, arch) -> float:
@@ -552,6 +563,10 @@ class SearchRun:
         from musicnas.search.derive import derive_and_write
 
         result = derive_and_write(self)
+        if self.latency_model is not None:
+            from musicnas.latency.search import record_arch_latency
+
+            result["latency"] = record_arch_latency(self, result)
         self.run_dir.close()
         result.update(
             {"run_dir": str(self.out), "stopped": False, "epochs": cfg.epochs, "elapsed": self._now()}

@@ -8,6 +8,9 @@ cached per architecture key). Formulas follow enas-reference.md §5:
 * ``mnas-soft`` : R = Q · (T/T0)^w, w = α if T ≤ T0 else β, α = β = −0.07   (MnasNet)
 * ``mnas-hard`` : the same with α = 0, β = −1                                 (MnasNet)
 * ``tunas``     : R = Q + β · |T/T0 − 1|, β = −0.1                            (TuNAS absolute reward)
+
+T is the architecture's cost in ``cost_metric``: MACs, parameters, or latency in milliseconds as
+predicted by the machine's latency table (``musicnas.latency``; ``search --target-latency-ms T0``).
 """
 
 from __future__ import annotations
@@ -19,16 +22,20 @@ from musicnas.runtime import MusicnasError
 
 REWARD_NAMES = ("accuracy", "mnas-soft", "mnas-hard", "tunas")
 COST_METRICS = ("macs", "params", "latency")
+# cost metric -> field of spaces.cost.Cost; latency is in milliseconds, predicted by musicnas.latency's table
+COST_FIELDS = {"macs": "macs", "params": "params", "latency": "latency_ms"}
 
 
 def cost_value(cost: Any, metric: str) -> float:
     """The number ``metric`` of a ``Cost`` (or a dict with that key)."""
     if cost is None:
         raise MusicnasError(f"the reward needs the architecture's {metric} but no cost was computed")
-    value = cost.get(metric) if isinstance(cost, dict) else getattr(cost, metric, None)
+    name = COST_FIELDS.get(metric, metric)
+    value = cost.get(name) if isinstance(cost, dict) else getattr(cost, name, None)
     if value is None:
         raise MusicnasError(
-            f"cost metric {metric!r} is not available (cost has {cost!r}); use --cost-metric macs or params"
+            f"cost metric {metric!r} is not available (cost has {cost!r}); use --cost-metric macs or params, "
+            "or --target-latency-ms for latency"
         )
     value = float(value)
     if value <= 0:

@@ -17,7 +17,7 @@ Parameters:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,14 +30,24 @@ from musicnas.runtime import MusicnasError
 class Cost:
     params: int
     macs: int
+    latency_ms: float | None = None  # predicted by the latency table, when a search uses it
 
     def to_dict(self) -> dict:
-        """``{"params": int, "macs": int}`` (``macs`` None when the counter could not trace the model)."""
-        return {k: None if v is None else int(v) for k, v in asdict(self).items()}
+        """``{"params": int, "macs": int}`` (``macs`` None when the counter could not trace the model),
+        plus ``latency_ms`` (float) when the latency table predicted it."""
+        out = {"params": int(self.params), "macs": None if self.macs is None else int(self.macs)}
+        if self.latency_ms is not None:
+            out["latency_ms"] = float(self.latency_ms)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> Cost:
-        return cls(params=int(d["params"]), macs=None if d.get("macs") is None else int(d["macs"]))
+        latency = d.get("latency_ms")
+        return cls(
+            params=int(d["params"]),
+            macs=None if d.get("macs") is None else int(d["macs"]),
+            latency_ms=None if latency is None else float(latency),
+        )
 
 
 def _reached_parameters(output: torch.Tensor, model: nn.Module) -> int:

@@ -1,0 +1,215 @@
+"""``musicnas latency``: measured latency of a network as deployed, and the per-machine latency table.
+
+``musicnas latency ARCH.json|MODEL_DIR`` measures; ``musicnas latency build-table`` builds the lookup
+table that latency-aware searches use; ``musicnas latency check`` compares its predictions with
+measurements on random architectures. See docs/latency.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+from musicnas.cli.common import SEED, THREADS
+from musicnas.runtime import MusicnasError
+
+BACKEND_CHOICE = click.Choice(["onnxruntime", "torch"])
+MEASURE = "measure"
+
+
+class LatencyGroup(click.Group):
+    """``musicnas latency TARGET ...`` runs the hidden ``measure`` command; subcommands run as usual."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [MEASURE, *args]
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx):
+        return [name for name in self.commands if name != MEASURE]
+
+
+def backend_options(func):
+    options = [
+        click.option("--backend", type=BACKEND_CHOICE, default="onnxruntime", show_default=True,
+                     help="onnxruntime runs the exported ONNX model (as deployed); torch runs PyTorch eager."),
+        click.option("--threads", type=THREADS, default=1, show_default=True,
+                     help="Intra-op threads of the backend."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def table_options(func):
+    """Space, input, classes and table file: which table to build or check."""
+    from musicnas.cli.search import search_space_options
+
+    options = [
+        click.option("--preset", type=click.Choice(["cpu", "reference"]), default="cpu", show_default=True,
+                     help="Search preset whose space options are the defaults."),
+        click.option("--stem-stride", type=click.Choice(["1", "2"]), default=None,
+                     help="Macro: stride of the stem conv [preset: cpu 2, reference 1]."),
+        click.option("--input", "input_text", default=None,
+                     help="Input CxHxW of the network (log-mel channels x mels x frames) "
+                          "[default: the default feature options', 1x64x94]."),
+        click.option("--classes", "num_classes", type=click.IntRange(min=2), default=10, show_default=True,
+                     help="Outputs of the classifier head."),
+        click.option("--table", "table_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Table file [default: this machine's file in the user cache, see docs/latency.md]."),
+        click.option("--runs", type=click.IntRange(min=5), default=50, show_default=True,
+                     help="Timed runs per part and per architecture (after warm-up)."),
+    ]  # fmt: skip
+
+    @functools.wraps(func)
+    def wrapper(*args, space_name, space_opts, preset, stem_stride, input_text, num_classes, **kwargs):
+        kwargs["space"] = _space(space_name or "macro", space_opts, preset, stem_stride)
+        kwargs["input_shape"] = _input_shape(input_text)
+        kwargs["num_classes"] = num_classes
+        return func(*args, **kwargs)
+
+    wrapper = search_space_options(wrapper)
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _space(name: str, opts: dict, preset_name: str, stem_stride):
+    from musicnas.cli.search import _space_overrides
+    from musicnas.search.config import preset
+    from musicnas.spaces import get_space_module
+
+    values = dict(preset(preset_name, name).space_options)
+    values.update(_space_overrides(name, opts) or {})
+    if stem_stride is not None:
+        if name != "macro":
+            raise MusicnasError("--stem-stride applies to the macro space only")
+        values["stem_stride"] = int(stem_stride)
+    return get_space_module(name).Space.from_dict({"type": name, **values})
+
+
+def _input_shape(text: str | None) -> tuple[int, int, int]:
+    from musicnas.data.features import FeatureConfig
+
+    if text is None:
+        return tuple(FeatureConfig().input_shape)
+    try:
+        shape = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise MusicnasError(f"--input must be CxHxW with positive integers, e.g. 1x64x94; got {text!r}")
+    return shape
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+@click.group(cls=LatencyGroup, invoke_without_command=False)
+def latency():
+    """Latency of networks as deployed (batch 1), and this machine's latency table.
+
+    \b
+      musicnas latency ARCH.json|MODEL_DIR [--backend onnxruntime|torch] [--threads N] [--with-frontend] [--json]
+      musicnas latency build-table [--space macro ...] [--backend ...] [--threads N]
+      musicnas latency check [--archs 50]
+    """
+
+
+@latency.command(MEASURE, hidden=True)
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@backend_options
+@click.option("--with-frontend", is_flag=True,
+              help="Input is a waveform clip; the log-mel front end and normalisation are part of the model.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
+@click.option("--runs", type=click.IntRange(min=50), default=100, show_default=True,
+              help="Timed runs after warm-up (at least 50).")  # fmt: skip
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first."
+)
+@click.option("--gap-ms", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Sleep before each timed run, so runs start with the CPU on a busy machine (0: back to back).")  # fmt: skip
+@click.option("--classes", "num_classes", type=click.IntRange(min=2), default=10, show_default=True,
+              help="Outputs of the classifier head of an ARCH.json (a bundle has its own).")  # fmt: skip
+@click.option("--save", is_flag=True,
+              help="MODEL_DIR only: record the measurement in MODEL_DIR/latency.json and its model card.")  # fmt: skip
+def measure(target, backend, threads, with_frontend, as_json, runs, warmup, gap_ms, num_classes, save):
+    """Measure the latency of TARGET: an architecture JSON (untrained weights: latency does not depend on
+    them) or a model bundle folder."""
+    from musicnas.latency.measure import deployed_from_path, measure_deployed
+
+    if save and not target.is_dir():
+        raise MusicnasError("--save records the latency in a model bundle; TARGET must be a MODEL_DIR")
+    net = deployed_from_path(target, num_classes=num_classes)
+    result = measure_deployed(net, backend, threads, with_frontend, runs, warmup, gap_ms).to_dict()
+    result["source"] = net.source
+    if save:
+        from musicnas.export.card import record_latency
+
+        record_latency(target, result)
+    if as_json:
+        _echo_json(result)
+        return
+    m = result["machine"]
+    click.echo(
+        f"{result['median_ms']:.3f} ms median (IQR {result['iqr_ms']:.3f} ms) over {runs} runs: {backend}, "
+        f"{threads} thread(s), batch 1, input {result['input']['name']} {result['input']['shape']}; "
+        f"{m['cpu']} ({m['cores']} cores)"
+    )
+
+
+@latency.command("build-table")
+@table_options
+@backend_options
+@click.option("--fit-archs", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Random architectures measured whole to fit the table's scale and overhead.")  # fmt: skip
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the fitting architectures.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table's summary as JSON.")
+def build_table(
+    space, input_shape, num_classes, table_path, runs, backend, threads, fit_archs, seed, as_json
+):
+    """Measure every part (op x input shape x channels x stride) of a search space on this machine and
+    fit the overhead; saved under the user's cache (or --table) for latency-aware searches."""
+    from musicnas.latency.table import build_model, save_model
+
+    model = build_model(space, input_shape, num_classes, backend, threads, runs=runs, fit_archs=fit_archs,
+                        seed=seed)  # fmt: skip
+    path = save_model(model, table_path)
+    summary = model.describe()
+    if as_json:
+        _echo_json(summary)
+        return
+    click.echo(
+        f"latency table: {summary['entries']} parts, scale {model.scale:.3f}, overhead {model.overhead_ms:.3f} ms "
+        f"(fitted on {summary['fit_archs']} architectures); wrote {path}"
+    )
+
+
+@latency.command("check")
+@table_options
+@backend_options
+@click.option("--archs", "n_archs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Random architectures to measure and predict.")  # fmt: skip
+@click.option("--seed", type=SEED, default=1, show_default=True,
+              help="Seed of the architectures (the table's fit used seed 0 by default).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the figures and every row as JSON.")
+def check(space, input_shape, num_classes, table_path, runs, backend, threads, n_archs, seed, as_json):
+    """Measure random architectures and report how close the table's predictions are (share within ±10%)."""
+    from musicnas.latency.table import check_model, load_model
+
+    model = load_model(space, input_shape, num_classes, backend, threads, table_path)
+    result = check_model(model, n_archs=n_archs, seed=seed, runs=runs)
+    if as_json:
+        _echo_json(result)
+        return
+    lo, hi = result["measured_ms_range"]
+    click.echo(
+        f"{result['within_10pct']:.0%} of {result['archs']} random architectures within ±10% "
+        f"(mean |error| {result['mean_abs_error']:.1%}, median {result['median_abs_error']:.1%}, "
+        f"max {result['max_abs_error']:.1%}); measured {lo:.2f}-{hi:.2f} ms, {backend}, {threads} thread(s), "
+        f"{result['machine']['cpu']}"
+    )

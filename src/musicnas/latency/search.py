@@ -1,0 +1,42 @@
+"""What a latency-aware search records about its result: predicted and measured latency of the derived
+architecture, written into ``RUN/arch.json`` under ``"latency"`` (architecture readers ignore the key)."""
+
+from __future__ import annotations
+
+import logging
+
+from musicnas.latency.measure import deployed_from_arch, measure_deployed
+from musicnas.latency.table import feature_config_for
+from musicnas.utils.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+
+def record_arch_latency(search, result: dict) -> dict:
+    """Measures the derived architecture (``RUN/arch.json``) with the table's backend and threads, adds
+    ``{"target_ms", "predicted_ms", "measured": <Measurement>, "table": ...}`` to arch.json and returns it."""
+    model = search.latency_model
+    arch_path = search.out / "arch.json"
+    arch_json = read_json(arch_path, what="derived architecture")
+    arch = search.space_module.Arch.from_json(arch_json)
+    # the data's feature options, checked against the search's input: the measured network must be the
+    # one the table predicted, never one with the default input shape
+    config = feature_config_for(search.input_shape, getattr(search.data, "config", None))
+    net = deployed_from_arch(arch, search.num_classes, config, search.input_shape[0])
+    measured = measure_deployed(net, model.backend, model.threads)
+    predicted = model.predict(arch)
+    target = search.config.cost_target
+    record = {
+        "target_ms": target,
+        "predicted_ms": predicted,
+        "measured_ms": measured.median_ms,
+        "measured_error": measured.median_ms / target - 1.0 if target else None,
+        "measured": measured.to_dict(),
+        "table": model.describe(),
+    }
+    atomic_write_json(arch_path, {**arch_json, "latency": record})
+    log.info(
+        "derived architecture: predicted %.3f ms, measured %.3f ms (IQR %.3f) with %s, %d thread(s); target %s ms",
+        predicted, measured.median_ms, measured.iqr_ms, model.backend, model.threads, target,
+    )  # fmt: skip
+    return record
