@@ -106,9 +106,9 @@ def main(
     from musicnas.baselines.logreg import file_floor
     from musicnas.data.cache import open_data
     from musicnas.data.features import FeatureConfig
+    from musicnas.retrain import train_arch, train_bundle
     from musicnas.runtime import setup
     from musicnas.spaces import load_arch
-    from musicnas.retrain import train_arch, train_bundle
     from musicnas.training.trainer import TrainConfig
 
     rt = setup("cpu", threads)
