@@ -46,7 +46,7 @@ def backend_options(func):
 
 def table_options(func):
     """Space, input, classes and table file: which table to build or check."""
-    from musicnas.cli.search import search_space_options
+    from musicnas.cli.common import space_size_options
 
     options = [
         click.option("--preset", type=click.Choice(["cpu", "reference"]), default="cpu", show_default=True,
@@ -71,19 +71,19 @@ def table_options(func):
         kwargs["num_classes"] = num_classes
         return func(*args, **kwargs)
 
-    wrapper = search_space_options(wrapper)
+    wrapper = space_size_options(wrapper)
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
 
 
 def _space(name: str, opts: dict, preset_name: str, stem_stride):
-    from musicnas.cli.search import _space_overrides
+    from musicnas.cli.common import space_overrides
     from musicnas.search.config import preset
     from musicnas.spaces import get_space_module
 
     values = dict(preset(preset_name, name).space_options)
-    values.update(_space_overrides(name, opts) or {})
+    values.update(space_overrides(name, opts) or {})
     if stem_stride is not None:
         if name != "macro":
             raise MusicnasError("--stem-stride applies to the macro space only")

@@ -2,60 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
 import click
 
 from musicnas.cli.common import (
-    CHANNELS,
     COUNT,
-    LAYERS,
     NON_NEGATIVE_INT,
     POSITIVE_FLOAT,
     SEED,
     runtime_options,
+    space_overrides,
+    space_size_options,
 )
 from musicnas.runtime import MusicnasError
 
 log = logging.getLogger(__name__)
-
-
-def search_space_options(func):
-    """``--space`` and the space size options; unset ones keep the preset's / config file's values."""
-    options = [
-        click.option("--space", "space_name", type=click.Choice(["macro", "micro"]), default=None,
-                     help="Search space [default: macro]."),
-        click.option("--layers", type=LAYERS, default=None, help="Macro: layers [preset: cpu 6, reference 12]."),
-        click.option("--channels", type=CHANNELS, default=None,
-                     help="Channels of the search network [preset: macro cpu 24, reference 36]."),
-        click.option("--branches", type=click.IntRange(4, 6), default=None, help="Macro: ops to choose from, 4-6 [6]."),
-        click.option("--whole-channels/--channel-ranges", default=None,
-                     help="Macro: one op per layer (default), or every op on a searched channel range."),
-        click.option("--cells", type=click.IntRange(1, 32), default=None, help="Micro: normal cells per stage."),
-        click.option("--nodes", type=click.IntRange(1, 16), default=None, help="Micro: nodes per cell."),
-    ]  # fmt: skip
-
-    @functools.wraps(func)
-    def wrapper(*args, space_name, layers, channels, branches, whole_channels, cells, nodes, **kwargs):
-        kwargs["space_name"] = space_name
-        kwargs["space_opts"] = {"layers": layers, "channels": channels, "branches": branches,
-                                "whole_channels": whole_channels, "cells": cells, "nodes": nodes}  # fmt: skip
-        return func(*args, **kwargs)
-
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
-
-
-def _space_overrides(space: str, options: dict) -> dict | None:
-    """The space options given on the command line, as Space fields (None when none were given)."""
-    from musicnas.spaces import get_space_module
-
-    space_cls = get_space_module(space).Space
-    space_cls.from_options(**options)  # rejects options of the other space, bad values
-    return {space_cls.OPTIONS[k]: v for k, v in options.items() if v is not None} or None
 
 
 @click.command()
@@ -66,7 +29,7 @@ def _space_overrides(space: str, options: dict) -> dict | None:
     default=None,
     help="Audio folder (one subfolder per class), CSV manifest or prepared cache. Not needed with --resume.",
 )
-@search_space_options
+@space_size_options
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), help="TOML or JSON file of search settings."
 )
@@ -200,7 +163,7 @@ def search(
             cost_metric, cost_target, reward = "latency", target_latency_ms, reward or "tunas"
         overrides = {
             "space": space,
-            "space_options": _space_overrides(space, space_opts),
+            "space_options": space_overrides(space, space_opts),
             "epochs": epochs,
             "batch_size": batch_size,
             "seed": seed,
