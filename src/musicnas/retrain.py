@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from musicnas import distributed
 from musicnas.data.identity import data_identity
 from musicnas.models import ModelSpec, build_model
 from musicnas.runtime import Runtime
@@ -42,6 +43,8 @@ def train_bundle(
     info = model_spec.to_dict(arch) if model_spec is not None else None
     summary = train_model(model, data, out, config, rt, seed=seed, resume=resume, model_info=info,
                           on_epoch_end=on_epoch_end, show_progress=show_progress)  # fmt: skip
+    if not distributed.is_main():  # under torchrun every rank holds the same weights; rank 0 writes
+        return summary
     if model_spec is not None or arch is not None:
         save_bundle(out, model, arch, data.config, list(data.classes), data.mean, data.std, summary,
                     model_spec=model_spec)  # fmt: skip
@@ -85,7 +88,7 @@ def train_arch(
     )
     # Recorded up front so `musicnas train --resume MODEL` can rebuild the same network and settings.
     ensure_dir(out, "model folder")
-    if not resume:
+    if not resume and distributed.is_main():
         atomic_write_json(out / "arch.json", arch.to_json())
         atomic_write_json(
             out / TRAIN_CONFIG_FILE,

@@ -24,21 +24,29 @@ from musicnas.utils.io import disk_full_guard, ensure_dir
 
 
 class RunDir:
-    """One run's folder: metric files, format records, the TensorBoard writer."""
+    """One run's folder: metric files, format records, the TensorBoard writer.
 
-    def __init__(self, root: str | os.PathLike, metric_files: Sequence[str] = ()):
+    ``writes=False`` (the ranks > 0 of a data-parallel run, ``musicnas.distributed``): every method that
+    would change the folder does nothing, so only rank 0 writes."""
+
+    def __init__(self, root: str | os.PathLike, metric_files: Sequence[str] = (), writes: bool = True):
         self.root = Path(root)
         self.metric_files = tuple(metric_files)
+        self.writes = writes
         self.writer = None
 
     # -- metric files ----------------------------------------------------------------------------------
     def reset_metrics(self) -> None:
         """Empty metric files for a new run."""
+        if not self.writes:
+            return
         ensure_dir(self.root, "run folder")
         for name in self.metric_files:
             (self.root / name).write_text("")
 
     def append(self, name: str, row: dict) -> None:
+        if not self.writes:
+            return
         # a row cut short by a full disk is dropped on resume (the checkpoint's metric sizes)
         with disk_full_guard(self.root / name), open(self.root / name, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -52,6 +60,8 @@ class RunDir:
 
     def truncate_metrics(self, sizes: dict) -> None:
         """Drops rows written after the checkpoint, so a resumed run never duplicates a row."""
+        if not self.writes:
+            return
         for name in self.metric_files:
             path = self.root / name
             size = int(sizes.get(name, 0))
@@ -83,6 +93,8 @@ class RunDir:
 
     # -- TensorBoard -----------------------------------------------------------------------------------
     def open_writer(self, purge_step: int | None) -> None:
+        if not self.writes:
+            return
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step drops events logged after the checkpoint by a killed run

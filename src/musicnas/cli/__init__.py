@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
             "run the command again with `musicnas --debug ...` for the traceback and report it",
             1,
         )
+    finally:
+        from musicnas import distributed
+
+        distributed.shutdown()  # leave a torchrun process group cleanly (no-op otherwise)
 
 
 def _os_error_text(exc: OSError) -> str:

@@ -43,21 +43,38 @@ LAYERS = click.IntRange(1, 128)
 CHANNELS = click.IntRange(1, 1024)
 
 
-def runtime_options(func):
-    """Adds ``--device`` and ``--threads`` and passes a :class:`musicnas.runtime.Runtime` as ``rt``."""
+def runtime_options(func=None, *, data_parallel: bool = False):
+    """Adds ``--device`` and ``--threads`` and passes a :class:`musicnas.runtime.Runtime` as ``rt``.
+
+    ``data_parallel=True`` (search, train): under torchrun the command joins the process group and ``rt``
+    is this rank's (``musicnas.distributed``); any other command refuses to run N times over."""
+    if func is None:
+        return functools.partial(runtime_options, data_parallel=data_parallel)
 
     @click.option(
         "--device",
         default="auto",
         show_default=True,
-        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
+        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N. Under torchrun each process takes "
+        "GPU LOCAL_RANK.",
     )
     @click.option(
-        "--threads", type=THREADS, default=None, help="CPU threads for torch [default: all usable cores]."
+        "--threads",
+        type=THREADS,
+        default=None,
+        help="CPU threads for torch [default: all usable cores; under torchrun: shared out between the "
+        "processes of a node].",
     )
     @functools.wraps(func)
     def wrapper(*args, device: str, threads: int | None, **kwargs):
-        kwargs["rt"] = runtime.setup(device, threads)
+        from musicnas import distributed
+
+        rt = runtime.setup(device, threads)
+        if data_parallel:
+            rt = distributed.init_from_env(rt, threads_given=threads is not None)
+        else:
+            distributed.refuse_under_torchrun(func.__name__)
+        kwargs["rt"] = rt
         return func(*args, **kwargs)
 
     return wrapper

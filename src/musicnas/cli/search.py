@@ -106,7 +106,7 @@ log = logging.getLogger(__name__)
     help="Also checkpoint every N child steps (0: every epoch only).",
 )
 @click.option("--deterministic", is_flag=True, default=None, help="Bit-for-bit repeatable kernels (slower).")
-@runtime_options
+@runtime_options(data_parallel=True)
 def search(
     data_path,
     space_name,

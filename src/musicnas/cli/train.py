@@ -88,7 +88,7 @@ log = logging.getLogger(__name__)
     help="Measure the trained model's latency (onnxruntime, 1 thread, batch 1) for its model card.",
 )
 @cache_option
-@runtime_options
+@runtime_options(data_parallel=True)
 def train(
     arch_path,
     data,

@@ -13,6 +13,7 @@ import logging
 import numpy as np
 import torch
 
+from musicnas import distributed
 from musicnas.search.enas import rank_seen
 from musicnas.utils.io import atomic_write_json
 from musicnas.utils.logging import progress
@@ -125,8 +126,9 @@ def derive_and_write(search) -> dict:
                 entry[extra] = cand[extra]
         entries.append(entry)
     best = ranked[0]
-    atomic_write_json(search.out / "candidates.json", {"candidates": entries, "derive": info})
-    atomic_write_json(search.out / "arch.json", best["arch"].to_json())
+    if distributed.is_main():  # every rank derived the same candidates; rank 0 writes them
+        atomic_write_json(search.out / "candidates.json", {"candidates": entries, "derive": info})
+        atomic_write_json(search.out / "arch.json", best["arch"].to_json())
     log.info(
         "derived %d unique of %d sampled architectures; best %s score %.4f (accuracy %.4f on %d val clips)",
         info["unique"], info["samples"], best["source"], best["score"], best["accuracy"], info["clips"],

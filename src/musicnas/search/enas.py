@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from musicnas import distributed
 from musicnas import runtime as runtime_mod
 from musicnas.data.identity import check_resume_data, data_identity
 from musicnas.runs import RngState, RunDir, merge_resume
@@ -182,7 +183,7 @@ class SearchRun:
         self.config = config.validate()
         self.data = data
         self.out = Path(out_dir)
-        self.run_dir = RunDir(self.out, METRIC_FILES)
+        self.run_dir = RunDir(self.out, METRIC_FILES, writes=distributed.is_main())
         self.rt = rt
         self.callback = callback
         self.space = search_space(self.config)
@@ -210,6 +211,9 @@ class SearchRun:
                     **config.controller_options,
                 )
         self.controller: Controller = controller
+        distributed.check_space(self.space)
+        # under torchrun: batch norm over the global batch, rank 0's weights (identity in one process)
+        self.model = distributed.prepare_model(self.model, rt)
         self.child_opt = torch.optim.SGD(
             self.model.parameters(),
             lr=config.child_lr_max,
@@ -253,6 +257,8 @@ class SearchRun:
                 "the data has no validation clips; the controller is rewarded on the val split"
             )
         self.val_batch_size = config.controller_batch_size or config.batch_size
+        # each child batch is split over the torchrun processes (a set smaller than a batch is one batch)
+        distributed.local_batch_size(min(config.batch_size, len(self.train_idx)), "search batch size")
 
     # ---------------------------------------------------------------------------------------------
     # run directory
@@ -287,6 +293,8 @@ class SearchRun:
         return self.out / "checkpoints" / "last.pt"
 
     def save(self) -> None:
+        if not distributed.is_main():  # every rank holds the same state; rank 0 writes it
+            return
         for name in METRIC_FILES:  # rows are flushed per write; the sizes mark the checkpoint's position
             (self.out / name).touch()
         state = RunDir.record(
@@ -342,10 +350,13 @@ class SearchRun:
         return self.rt.to_device(x), y.to(self.rt.device)
 
     def accuracy(self, arch, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Accuracy of ``arch`` with the shared weights on one batch (the run's batch-norm mode)."""
+        """Accuracy of ``arch`` with the shared weights on one batch (the run's batch-norm mode).
+        Under torchrun each rank scores its shard of the batch and the counts are summed."""
+        x, y = distributed.shard(x), distributed.shard(y)
         with scoring_mode(self.model, self.config.controller_bn), self.rt.autocast():
             logits = self.model(x, arch)
-        return float((logits.argmax(dim=1) == y).float().mean())
+        correct, total = distributed.all_sum([int((logits.argmax(dim=1) == y).sum()), len(y)])
+        return correct / max(total, 1)
 
     def child_batches(self, epoch: int) -> list[np.ndarray]:
         order = epoch_order(self.train_idx, self.config.seed, "search.train_order", epoch)
@@ -387,20 +398,24 @@ class SearchRun:
         cfg = self.config
         with torch.no_grad():
             sample = self.controller.sample()
-        x, y = self.score_batch(indices)
+        arch = distributed.agree_arch(sample.arch)  # every rank trains rank 0's architecture
+        x, y = self.score_batch(distributed.shard(indices))
         self.model.train()
         self.child_opt.zero_grad(set_to_none=True)
         with self.rt.autocast():
-            logits = self.model(x, sample.arch)
+            logits = self.model(x, arch)
             loss = F.cross_entropy(logits.float(), y)
         loss.backward()
+        distributed.average_gradients(self.model)  # the grads this architecture used, one all-reduce
         # The reference's clipping was a no-op (its clipped gradients were never applied); we clip at
         # 5 on purpose: one bad sampled architecture must not blow up the shared weights.
         if cfg.child_grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.child_grad_clip)
         self.child_opt.step()
-        acc = float((logits.detach().argmax(dim=1) == y).float().mean())
-        loss_value = float(loss.detach())
+        correct, loss_value, total = distributed.all_sum(
+            [int((logits.detach().argmax(dim=1) == y).sum()), float(loss.detach()) * len(y), len(y)]
+        )
+        acc, loss_value = correct / total, loss_value / total
         if not math.isfinite(loss_value):
             raise MusicnasError(
                 f"child loss became {loss_value} at epoch {epoch} step {step}; lower --config child_lr_max "
@@ -445,6 +460,7 @@ class SearchRun:
             nonlocal position
             x, y = self.score_batch(val[position % len(val)])  # every sampled architecture gets its own batch
             position += 1
+            arch = distributed.agree_arch(arch)
             acc = self.accuracy(arch, x, y)
             reward = self.reward(acc, arch)
             self._remember(arch, reward)
@@ -461,6 +477,7 @@ class SearchRun:
                 skip_weight=cfg.skip_weight,
                 baseline_decay=cfg.baseline_decay,
             )
+            self.state.baseline = distributed.sync_controller(self.controller, optimizer, self.state.baseline)
             u_loss, u_acc, u_reward, u_entropy, u_skip = (
                 stats["loss"], stats["accs"], stats["rewards"], stats["entropies"], stats["skip_rates"],
             )  # fmt: skip
@@ -540,7 +557,9 @@ class SearchRun:
                 )
             torch.manual_seed(derive_seed(cfg.seed, "search.torch"))  # dropout; its state is checkpointed
             self.run_dir.reset_metrics()
-            atomic_write_json(self.out / "config.json", self.config_record())
+            if distributed.is_main():
+                atomic_write_json(self.out / "config.json", self.config_record())
+        distributed.barrier()  # every rank has checked the folder before rank 0 writes a checkpoint
         if cfg.tensorboard:
             self.run_dir.open_writer(self.state.global_step if resume else None)
         self._t0 = time.perf_counter() - self.state.elapsed

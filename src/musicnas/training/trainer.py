@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from musicnas import distributed
 from musicnas.data.identity import check_resume_data, data_identity
 from musicnas.runs import RngState, RunDir, config_differences
 from musicnas.runtime import MusicnasError, Runtime, make_generator
@@ -149,12 +150,17 @@ def _model_cost(model: nn.Module, input_shape) -> dict | None:
 
 class Training:
     """One resumable training of ``model`` into ``out_dir``: :meth:`resume`, :meth:`run_epoch` until
-    :attr:`done`, :meth:`finish`. :func:`train_model` drives it."""
+    :attr:`done`, :meth:`finish`. :func:`train_model` drives it.
+
+    Under torchrun (``musicnas.distributed``) every rank draws the same global batch and augmentation,
+    trains on its shard and averages gradients; only rank 0 writes. ``on_step({"epoch", "step", "loss",
+    "acc"})`` sees every step's global-batch loss."""
 
     def __init__(self, model: nn.Module, data, out_dir, config: TrainConfig, rt: Runtime, seed: int = 0,
-                 show_progress: bool = True):  # fmt: skip
+                 show_progress: bool = True, on_step: Callable[[dict], None] | None = None):  # fmt: skip
         self.out = Path(out_dir)
-        self.run_dir = RunDir(self.out, (METRICS_FILE,))
+        self.run_dir = RunDir(self.out, (METRICS_FILE,), writes=distributed.is_main())
+        self.on_step = on_step
         self.ckpt_path = self.out / CHECKPOINT
         self.data, self.config, self.rt, self.seed = data, config, rt, seed
         self.show_progress = show_progress
@@ -169,8 +175,9 @@ class Training:
                 f"the val split of {data.root} is empty; prepare the data with a val fraction > 0"
             )
         self.val_labels = np.asarray(data.labels)[self.val_idx]
-        self.model = model = place_model(model, rt)
+        self.model = model = distributed.prepare_model(place_model(model, rt), rt)
         self.batch_size = min(config.batch_size, len(self.train_idx))
+        distributed.local_batch_size(self.batch_size, "training batch size")
         # drop the incomplete last batch (BN on tiny batches)
         self.steps_per_epoch = len(self.train_idx) // self.batch_size
         self.optimizer = torch.optim.SGD(
@@ -259,6 +266,9 @@ class Training:
             lam, y_b = 1.0, None
             if cfg.augment.mixup_alpha > 0:
                 x, y, y_b, lam = mixup(x, y, cfg.augment.mixup_alpha, self.generator)
+            # every rank drew the same global batch and augmentation (mixup pairs clips across shards);
+            # each trains on its own rows of it
+            x, y, y_b = (None if t is None else distributed.shard(t) for t in (x, y, y_b))
             x = place_input(x, rt)
             y = y.to(rt.device)
             with rt.autocast(cfg.amp):
@@ -270,21 +280,26 @@ class Training:
                     )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            distributed.average_gradients(model)
             if cfg.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            n = y.shape[0]
-            loss_value = float(loss.detach())
+            step_loss, step_correct, n = distributed.all_sum(
+                [float(loss.detach()) * y.shape[0], int((logits.detach().argmax(1) == y).sum()), y.shape[0]]
+            )
+            loss_value, n = step_loss / n, int(n)
             if not math.isfinite(loss_value):
                 raise MusicnasError(
                     f"training diverged (loss {loss_value}) in epoch {self.epoch + 1}; lower --lr (now {cfg.lr})"
                 )
             loss_sum += loss_value * n
-            correct += int((logits.detach().argmax(1) == y).sum())
+            correct += int(step_correct)
             seen += n
+            if self.on_step is not None:
+                self.on_step({"epoch": self.epoch, "step": step, "loss": loss_value, "acc": step_correct / n})
             if self.show_progress:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
         return loss_sum / max(seen, 1), correct / max(seen, 1)
@@ -298,7 +313,7 @@ class Training:
             self.model.set_progress(self.epoch / cfg.epochs)
         train_loss, train_acc = self._train_steps()
         lr_now = self.optimizer.param_groups[0]["lr"]
-        val_logits = predict_logits(self.model, self.data, self.val_idx, self.rt, cfg.eval_batch_size)
+        val_logits = self._val_logits()
         val_loss, val_acc = _val_loss_acc(val_logits, self.val_labels)
         self.epoch += 1
         # Selection: best val accuracy, ties broken by lower val loss. Patience counts epochs without a
@@ -325,7 +340,19 @@ class Training:
         self._checkpoint()
         return record
 
+    def _val_logits(self) -> np.ndarray:
+        """Validation logits; under torchrun each rank predicts its shard and all gather them."""
+        mine = distributed.shard(self.val_idx)
+        logits = predict_logits(self.model, self.data, mine, self.rt, self.config.eval_batch_size)
+        if distributed.world_size() == 1:
+            return logits
+        if len(mine) == 0:  # fewer val clips than processes
+            logits = np.zeros((0, int(self.data.num_classes)), dtype=np.float32)
+        return distributed.gather_rows(torch.from_numpy(np.asarray(logits)), len(self.val_idx)).numpy()
+
     def _checkpoint(self) -> None:
+        if not distributed.is_main():  # every rank holds the same state; rank 0 writes it
+            return
         state = RunDir.record(
             CHECKPOINT_FORMAT,
             CHECKPOINT_VERSION,

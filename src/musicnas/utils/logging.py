@@ -35,8 +35,9 @@ def setup_logging(verbosity: int = 0) -> None:
 
 def progress(iterable=None, **kwargs):
     """A tqdm progress bar on stderr. It hides itself when stderr is not a terminal (CI logs, pipes),
-    unless ``MUSICNAS_PROGRESS=1``; ``disable=True`` always hides it."""
-    if kwargs.pop("disable", False):
+    unless ``MUSICNAS_PROGRESS=1``; ``disable=True`` or ``MUSICNAS_PROGRESS=0`` (ranks > 0 of a
+    data-parallel run) always hides it."""
+    if kwargs.pop("disable", False) or os.environ.get("MUSICNAS_PROGRESS") == "0":
         kwargs["disable"] = True
     else:
         kwargs["disable"] = False if os.environ.get("MUSICNAS_PROGRESS") == "1" else None
