@@ -16,6 +16,11 @@ tau), and writes ``OUT/benchmark.json``, ``OUT/benchmark.md``, ``OUT/ranking.jso
 Each finished run leaves ``result.json`` in its folder; running the benchmark again into the same
 ``OUT`` with the same data and budget reuses finished runs and redoes unfinished ones, so an interrupted
 benchmark continues where it stopped.
+
+Sharding (``--shard I/N``, :func:`shard_jobs`): shard I runs every N-th (seed, method) run, starting with
+the I-th, into its own ``OUT`` and writes ``shard.json`` instead of the tables; :func:`merge_benchmark`
+(``--merge DIR...``) checks that the N shards fit together, runs the ranking study on their finished runs
+and writes the same tables one unsharded run would (up to wall times).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 
 BENCHMARK_FORMAT = "musicnas-benchmark"
 BENCHMARK_VERSION = 1
+SHARD_FORMAT = "musicnas-benchmark-shard"
+SHARD_VERSION = 1
+SHARD_FILE = "shard.json"
 RESULT_FILE = "result.json"
 SEARCH_METHODS = ("enas", "random_ws", "random_retrained")
 # cheap methods first, so a stopped benchmark has the floor and the hand CNN for every seed
@@ -359,8 +367,10 @@ METHOD_RUNNERS: dict[str, Callable[[Bench, int, Path], dict]] = {
 # ranking study
 
 
-def ranking_for_seed(bench: Bench, seed_dir: Path) -> dict | None:
-    """Shared-weight vs stand-alone accuracy of the random-retrained architectures of one seed.
+def ranking_for_seed(bench: Bench, seed_dir: Path, run_dirs: dict[str, Path] | None = None) -> dict | None:
+    """Shared-weight vs stand-alone accuracy of the random-retrained architectures of one seed, written
+    to ``seed_dir/ranking.json``. ``run_dirs`` maps a method to its run folder (default
+    ``seed_dir/METHOD``; a merge of shards finds them in the shards' folders).
 
     Stand-alone: their validation accuracy after the short from-scratch training. Shared weights: their
     accuracy on the whole validation split with the ENAS search network's final weights (``shared``,
@@ -370,16 +380,17 @@ def ranking_for_seed(bench: Bench, seed_dir: Path) -> dict | None:
     from musicnas.baselines.shared_scoring import shared_weight_accuracies
     from musicnas.spaces import load_arch
 
-    cand_file = seed_dir / "random_retrained" / "candidates.json"
-    enas_run = seed_dir / "enas" / "search"
+    run_dirs = {m: (run_dirs or {}).get(m, seed_dir / m) for m in SEARCH_METHODS}
+    cand_file = run_dirs["random_retrained"] / "candidates.json"
+    enas_run = run_dirs["enas"] / "search"
     if not cand_file.is_file() or not (enas_run / "checkpoints" / "last.pt").is_file():
         return None
     # the study depends only on these finished runs: reuse it while they are unchanged
     inputs = _fingerprint(
         [
             cand_file,
-            seed_dir / "enas" / RESULT_FILE,
-            seed_dir / "random_ws" / RESULT_FILE,
+            run_dirs["enas"] / RESULT_FILE,
+            run_dirs["random_ws"] / RESULT_FILE,
             str(bench.data.root),
         ]
     )
@@ -399,7 +410,7 @@ def ranking_for_seed(bench: Bench, seed_dir: Path) -> dict | None:
         f"{random_run['epochs_each']} epoch(s)",
         "shared_measure": "validation clip accuracy with the ENAS search network's shared weights",
     }
-    ws_run = seed_dir / "random_ws" / "search"
+    ws_run = run_dirs["random_ws"] / "search"
     if (ws_run / "checkpoints" / "last.pt").is_file():
         from musicnas.baselines.ranking import kendall_tau
 
@@ -407,6 +418,7 @@ def ranking_for_seed(bench: Bench, seed_dir: Path) -> dict | None:
         tau_ws, p_ws = kendall_tau(shared_ws, standalone)
         extra.update(shared_random_ws=shared_ws, kendall_tau_random_ws=tau_ws, p_value_random_ws=p_ws)
     result = ranking_result(shared, standalone, [a.to_json() for a in archs], inputs=inputs, **extra)
+    seed_dir.mkdir(parents=True, exist_ok=True)
     write_ranking(seed_dir / "ranking.json", result)
     return result
 
@@ -476,6 +488,27 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     return [m for m in RUN_ORDER if m in methods]
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 1 <= I <= N."""
+    index, sep, count = str(spec).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not sep or not 1 <= i <= n:
+        raise MusicnasError(f"--shard {spec!r}: expected I/N with 1 <= I <= N, e.g. 1/4")
+    return i, n
+
+
+def shard_jobs(jobs: Sequence[tuple[int, str]], shard: tuple[int, int] | None) -> list[tuple[int, str]]:
+    """The (seed, method) runs of shard ``(I, N)``: every N-th, starting with the I-th (all without a
+    shard). Round robin over the seed-major order spreads every method over the shards."""
+    if shard is None:
+        return list(jobs)
+    i, n = shard
+    return [job for k, job in enumerate(jobs) if k % n == i - 1]
+
+
 def run_benchmark(
     data,
     out_dir,
@@ -487,9 +520,11 @@ def run_benchmark(
     data_path: str | None = None,
     command: str | None = None,
     show_progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """Runs every (method, seed), the ranking study, and writes the tables. Returns benchmark.json's
-    object."""
+    object. With ``shard=(I, N)`` only that shard's runs, and ``OUT/shard.json`` (its object returned)
+    in place of the tables: :func:`merge_benchmark` makes them from all N shards."""
     methods = _check_methods(methods)
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -500,7 +535,8 @@ def run_benchmark(
     bench = Bench(data=data, budget=budget, rt=rt, out=out, data_path=data_path)
     t0, cpu0 = time.perf_counter(), time.process_time()
     runs: list[dict] = []
-    jobs = [(seed, method) for seed in seeds for method in methods]
+    all_jobs = [(seed, method) for seed in seeds for method in methods]
+    jobs = shard_jobs(all_jobs, shard)
     bar = progress(jobs, desc="benchmark", unit="run", leave=True, disable=not show_progress)
     reused = 0
     for seed, method in bar:
@@ -508,10 +544,38 @@ def run_benchmark(
         record = run_one(bench, method, seed)
         reused += bool(record.pop("reused", False))
         runs.append(record)
+    if shard is not None:
+        manifest = {
+            "format": SHARD_FORMAT,
+            "version": SHARD_VERSION,
+            "shard": list(shard),
+            "seeds": seeds,
+            "methods": methods,
+            "jobs": [list(job) for job in jobs],
+            "budget": budget.to_dict(),
+            "data_root": str(data.root),
+            "data_path": data_path,
+            "ranking": bool(ranking),
+            "command": command,
+            "wall_time": time.perf_counter() - t0,
+            "cpu_time": time.process_time() - cpu0,
+            "reused_runs": reused,
+        }
+        atomic_write_json(out / SHARD_FILE, manifest)
+        return manifest
+    return _write_report(bench, runs, seeds, methods, ranking, {}, command, t0, cpu0, reused)
+
+
+def _write_report(bench: Bench, runs: list[dict], seeds: list[int], methods: list[str], ranking: bool,
+                  run_dirs: dict[tuple[int, str], Path], command: str | None, t0: float, cpu0: float,
+                  reused: int) -> dict:  # fmt: skip
+    """The ranking study and the tables (benchmark.json/.md, ranking.json) of finished ``runs``."""
+    out = bench.out
     rankings = {}
     if ranking and {"enas", "random_retrained"} <= set(methods):
         for seed in seeds:
-            result = ranking_for_seed(bench, out / f"seed_{seed}")
+            dirs = {m: run_dirs[(seed, m)] for m in SEARCH_METHODS if (seed, m) in run_dirs}
+            result = ranking_for_seed(bench, out / f"seed_{seed}", dirs)
             if result is not None:
                 rankings[seed] = result
     report = build_report(bench, runs, rankings, seeds, methods, time.perf_counter() - t0, command)
@@ -526,6 +590,66 @@ def run_benchmark(
         first = rankings[seeds[0]] if seeds[0] in rankings else next(iter(rankings.values()))
         atomic_write_json(out / "ranking.json", {**first, "per_seed": report["ranking"]["per_seed"]})
     return report
+
+
+def merge_benchmark(
+    shard_dirs: Sequence[str | Path], data, out_dir, rt: Runtime, command: str | None = None
+) -> dict:
+    """The tables of a benchmark run as ``--shard 1/N`` ... ``--shard N/N`` into ``shard_dirs``, written
+    to ``out_dir`` (which may be one of them). Every shard must be there once, with the same seeds,
+    methods, budget and data, and every run finished; the ranking study runs here (forward passes only)."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    manifests = []
+    for d in shard_dirs:
+        record = read_json(Path(d) / SHARD_FILE, "benchmark shard manifest")
+        if not isinstance(record, dict) or record.get("format") != SHARD_FORMAT:
+            raise MusicnasError(
+                f"{d}/{SHARD_FILE} is not a benchmark shard manifest; was it run with --shard?"
+            )
+        manifests.append((Path(d), record))
+    first = manifests[0][1]
+    count = first["shard"][1]
+    for d, m in manifests[1:]:
+        for key in ("seeds", "methods", "budget", "data_root", "ranking"):
+            if m[key] != first[key]:
+                raise MusicnasError(
+                    f"shard {d} differs from {manifests[0][0]} in {key} ({m[key]!r} vs {first[key]!r}); "
+                    "merge shards of one benchmark command"
+                )
+        if m["shard"][1] != count:
+            raise MusicnasError(f"shard {d} is one of {m['shard'][1]}, {manifests[0][0]} one of {count}")
+    if str(data.root) != first["data_root"]:
+        raise MusicnasError(
+            f"the shards ran on the cache {first['data_root']}, not {data.root}; pass the same --data and --cache"
+        )
+    have = sorted(m["shard"][0] for _, m in manifests)
+    if have != list(range(1, count + 1)):
+        raise MusicnasError(
+            f"--merge needs each of the shards 1..{count} once, got {have}; run the missing ones with --shard I/{count}"
+        )
+    seeds, methods = [int(s) for s in first["seeds"]], list(first["methods"])
+    budget = Budget(**first["budget"])
+    run_dirs: dict[tuple[int, str], Path] = {}
+    records: dict[tuple[int, str], dict] = {}
+    all_jobs = [(seed, method) for seed in seeds for method in methods]
+    for d, m in manifests:
+        if [list(job) for job in shard_jobs(all_jobs, tuple(m["shard"]))] != m["jobs"]:
+            raise MusicnasError(f"shard {d} lists other runs than shard {m['shard'][0]}/{count} should hold")
+        for seed, method in m["jobs"]:
+            folder = d / f"seed_{seed}" / method
+            record = _reusable(folder / RESULT_FILE, method, budget, first["data_root"])
+            if record is None:
+                raise MusicnasError(
+                    f"{folder} holds no finished run of this budget; rerun shard {m['shard'][0]}/{count}"
+                )
+            run_dirs[(int(seed), method)] = folder
+            records[(int(seed), method)] = record
+    runs = [records[job] for job in all_jobs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(data=data, budget=budget, rt=rt, out=out, data_path=first.get("data_path"))
+    reused = sum(int(m.get("reused_runs", 0)) for _, m in manifests)
+    return _write_report(bench, runs, seeds, methods, first["ranking"], run_dirs, command, t0, cpu0, reused)
 
 
 def matched_compute(bench: Bench, runs: list[dict]) -> dict:

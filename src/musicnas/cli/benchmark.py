@@ -71,8 +71,26 @@ def _methods(value: str) -> list[str]:
     show_default=True,
     help="Feature cache folder.",
 )
+@click.option(
+    "--shard",
+    "shard_spec",
+    default=None,
+    metavar="I/N",
+    help="Run only shard I of N: every N-th (seed, method) run, starting with the I-th, into --out, which "
+    "then holds shard.json instead of the tables. Give each shard its own --out (e.g. one per SLURM array "
+    "task or host) and combine them with --merge.",
+)
+@click.option(
+    "--merge",
+    "merge_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build the tables from the --out folders of shards 1/N..N/N (repeat the option, one folder each) "
+    "into --out; runs nothing but the ranking study. Needs the same --data and --cache as the shards.",
+)
 @runtime_options
-def benchmark(data_path, seeds, first_seed, budget_spec, methods, no_ranking, out_dir, cache_dir, rt):
+def benchmark(data_path, seeds, first_seed, budget_spec, methods, no_ranking, out_dir, cache_dir, shard_spec,
+              merge_dirs, rt):  # fmt: skip
     """Was the search worth it? Run ENAS, random search with and without weight sharing, a hand-designed
     music CNN and a log-mel + logistic-regression floor over several seeds with matched compute, and
     write a table of test accuracy (clip and track, mean ± std), parameters, MACs and times.
@@ -89,9 +107,19 @@ def benchmark(data_path, seeds, first_seed, budget_spec, methods, no_ranking, ou
       musicnas benchmark --data demo_audio --seeds 2 --budget reduced --out runs/benchmark
     """
     from musicnas.baselines.budget import parse_budget
-    from musicnas.baselines.harness import run_benchmark
+    from musicnas.baselines.harness import merge_benchmark, parse_shard, run_benchmark
     from musicnas.data.cache import open_data
 
+    if merge_dirs:
+        if shard_spec:
+            raise MusicnasError("--merge builds the tables of finished shards; drop --shard")
+        data = open_data(data_path, cache_dir)
+        command = " ".join(shlex.quote(p) for p in ["musicnas", "benchmark", "--data", str(data_path),
+                           *(a for d in merge_dirs for a in ("--merge", str(d))), "--out", str(out_dir)])  # fmt: skip
+        report = merge_benchmark(merge_dirs, data, out_dir, rt, command=command)
+        _echo_report(report, out_dir)
+        return
+    shard = parse_shard(shard_spec) if shard_spec else None
     if seeds < 1:
         raise MusicnasError(f"--seeds must be at least 1, got {seeds}")
     budget = parse_budget(budget_spec)
@@ -105,6 +133,8 @@ def benchmark(data_path, seeds, first_seed, budget_spec, methods, no_ranking, ou
         parts += ["--methods", ",".join(method_list)]
     if no_ranking:
         parts.append("--no-ranking")
+    if shard:
+        parts += ["--shard", f"{shard[0]}/{shard[1]}"]
     parts += ["--out", str(out_dir)]
     command = " ".join(shlex.quote(p) for p in parts)
     report = run_benchmark(
@@ -117,7 +147,19 @@ def benchmark(data_path, seeds, first_seed, budget_spec, methods, no_ranking, ou
         ranking=not no_ranking,
         data_path=str(data_path),
         command=command,
+        shard=shard,
     )
+    if shard:
+        click.echo(
+            f"shard {shard[0]}/{shard[1]}: {len(report['jobs'])} runs in {out_dir} "
+            f"({report['wall_time']:.0f} s); when all {shard[1]} are done: musicnas benchmark --data "
+            f"{data_path} --merge DIR1 ... --merge DIR{shard[1]} --out OUT"
+        )
+        return
+    _echo_report(report, out_dir)
+
+
+def _echo_report(report: dict, out_dir) -> None:
     from musicnas.baselines.table import to_markdown
 
     click.echo(to_markdown(report["rows"]))
