@@ -6,21 +6,12 @@ import json
 import re
 
 import pytest
-import torch
 
 from musicnas.baselines.harness import RUN_ORDER, parse_shard, shard_jobs
 from musicnas.cli import main
 from musicnas.runtime import MusicnasError
 
 TIMES = ("search_time", "train_time", "total_time", "cpu_time")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _table(out):
