@@ -332,10 +332,9 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
     accelerators only). Same parameters, buffers and state-dict keys as ``nn.BatchNorm*d``; identical to it
     in eval mode and in a single process.
 
-    In training mode the per-channel sum, sum of squares and count are taken in float64 (so the one-pass
-    variance does not cancel) and summed over ranks by an all-reduce whose backward all-reduces the
-    gradient: the backward pass of every rank then includes what the other ranks' losses owe to its
-    activations, as in SyncBatchNorm."""
+    In training mode every rank's per-channel count, mean and variance are gathered (one all-reduce,
+    float64) and pooled; the all-reduce's backward all-reduces the gradient, so the backward pass of every
+    rank includes what the other ranks' losses owe to its activations, as in SyncBatchNorm."""
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
@@ -345,17 +344,25 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and active() and world_size() > 1):
             return super().forward(x)
         self._check_input_dim(x)
-        c = x.shape[1]
+        c, world = x.shape[1], world_size()
         dims = [d for d in range(x.dim()) if d != 1]
-        xd = x.double()
-        count = torch.tensor([x.numel() / max(c, 1)], dtype=torch.float64, device=x.device)
-        stats = torch.cat([xd.sum(dims), (xd * xd).sum(dims), count]).to(_comm_device())
-        stats = _AllReduceSum.apply(stats).to(x.device)
-        total = float(stats[2 * c].detach())
+        n_local = x.numel() // max(c, 1)
+        # every rank's (count, mean, variance) in its own row of a zero matrix, summed over ranks: an
+        # all-gather that autograd can differentiate
+        rows = torch.zeros((world, 2 * c + 1), dtype=torch.float64, device=x.device)
+        if n_local:
+            var_l, mean_l = torch.var_mean(x, dims, correction=0)
+            rows = rows.index_put((torch.tensor([rank()], device=x.device),),
+                                  torch.cat([mean_l.double(), var_l.double(), rows.new_tensor([n_local])])[None])  # fmt: skip
+        rows = _AllReduceSum.apply(rows.to(_comm_device())).to(x.device)
+        counts = rows[:, 2 * c].detach()
+        total = float(counts.sum())
         if total == 0:
             raise MusicnasError("batch norm over an empty global batch")
-        mean = stats[:c] / total
-        var = (stats[c : 2 * c] / total - mean * mean).clamp(min=0.0)
+        weights = (counts / total)[:, None]
+        mean = (weights * rows[:, :c]).sum(0)
+        # the pooled variance: within-rank variances plus the spread of the rank means (no cancellation)
+        var = (weights * (rows[:, c : 2 * c] + (rows[:, :c] - mean) ** 2)).sum(0)
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -365,12 +372,13 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
                 unbiased = var * (total / (total - 1)) if total > 1 else var
                 self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
                 self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
-        shape = [1, c] + [1] * (x.dim() - 2)
-        scale = torch.rsqrt(var + self.eps).to(x.dtype)
-        y = (x - mean.to(x.dtype).view(shape)) * scale.view(shape)
+        # y = x * scale + shift: one fused pass over the activations
+        scale = torch.rsqrt(var + self.eps)
         if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+            scale = scale * self.weight.double()
+        shift = -mean * scale + (self.bias.double() if self.affine else 0.0)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        return torch.addcmul(shift.to(x.dtype).view(shape), x, scale.to(x.dtype).view(shape))
 
 
 def _convert_batch_norm(module: nn.Module) -> nn.Module:
