@@ -133,7 +133,7 @@ def init_from_env(rt: Runtime, threads_given: bool = False, quiet_followers: boo
         os.environ["MUSICNAS_PROGRESS"] = "0"
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     log.info("data-parallel: %d processes (%s), %d thread(s) each on %s", world, backend, threads, device)
-    return Runtime(device=device, threads=threads)
+    return Runtime(device=device, threads=threads, precision=rt.precision)
 
 
 def shutdown() -> None:

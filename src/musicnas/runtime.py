@@ -18,6 +18,9 @@ import torch
 log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# auto: bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16 instructions
+# (AVX512-BF16 or AMX), fp32 on other CPUs, where bf16 is emulated and much slower than fp32.
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
 
 # glibc returns large activation buffers to the OS after every step on CPU, and page faults then
 # dominate the training step (1.15-2.5x measured, see shared/docs/stack.md). The setting must be in
@@ -48,17 +51,24 @@ class Runtime:
 
     device: torch.device
     threads: int
+    # "fp32" or "bf16" (resolved by setup(); "bf16" on CUDA means mixed precision, fp16 where the GPU
+    # lacks bf16). Built directly, a Runtime computes in fp32 on CPU, as before precision existed.
+    precision: str = "fp32"
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
     def autocast(self, enabled: bool = True):
-        """Mixed precision on CUDA (bf16 where supported); a no-op context on CPU."""
-        if self.is_cuda and enabled:
+        """The training/scoring step's precision: autocast to bf16 when ``precision`` is bf16 (on CPU:
+        convolutions and matmuls in bf16, reductions such as the loss in fp32), else a no-op context.
+        ``enabled=False`` (e.g. ``TrainConfig.amp``) forces fp32."""
+        if not enabled or self.precision != "bf16":
+            return contextlib.nullcontext()
+        if self.is_cuda:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         """Moves a 4-D input batch to the device in ``channels_last`` (1.6-1.9x on CPU convs)."""
@@ -72,7 +82,12 @@ class Runtime:
         return model.to(self.device, memory_format=torch.channels_last)
 
     def describe(self) -> dict:
-        return {"device": str(self.device), "threads": self.threads, "torch": torch.__version__}
+        return {
+            "device": str(self.device),
+            "threads": self.threads,
+            "precision": self.precision,
+            "torch": torch.__version__,
+        }
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -93,12 +108,32 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def setup(device: str = "auto", threads: int | None = None) -> Runtime:
-    """Decides device and thread count once for the whole process and returns them."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles), as oneDNN sees it."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA and on CPUs with native bf16, else ``fp32``; ``bf16`` on a CPU
+    without it is allowed (same numbers, several times slower) but logged."""
+    name = (name or "auto").lower()
+    if name not in PRECISION_CHOICES:
+        raise MusicnasError(f"unknown precision {name!r}: use one of {', '.join(PRECISION_CHOICES)}")
+    native = device.type == "cuda" or cpu_has_native_bf16()
+    if name == "auto":
+        return "bf16" if native else "fp32"
+    if name == "bf16" and not native:
+        log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower than fp32")
+    return name
+
+
+def setup(device: str = "auto", threads: int | None = None, precision: str = "auto") -> Runtime:
+    """Decides device, thread count and compute precision once for the whole process."""
     dev = select_device(device)
     n = threads if threads and threads > 0 else default_threads()
     torch.set_num_threads(n)
-    return Runtime(device=dev, threads=n)
+    return Runtime(device=dev, threads=n, precision=resolve_precision(precision, dev))
 
 
 # Every stream of random numbers derived from a run's seed, by name, in one table, so no two of them can

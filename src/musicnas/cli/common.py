@@ -44,7 +44,8 @@ CHANNELS = click.IntRange(1, 1024)
 
 
 def runtime_options(func=None, *, data_parallel: bool = False):
-    """Adds ``--device`` and ``--threads`` and passes a :class:`musicnas.runtime.Runtime` as ``rt``.
+    """Adds ``--device``, ``--threads`` and ``--precision`` and passes a :class:`musicnas.runtime.Runtime`
+    as ``rt``.
 
     ``data_parallel=True`` (search, train): under torchrun the command joins the process group and ``rt``
     is this rank's (``musicnas.distributed``); any other command refuses to run N times over."""
@@ -65,11 +66,19 @@ def runtime_options(func=None, *, data_parallel: bool = False):
         help="CPU threads for torch [default: all usable cores; under torchrun: shared out between the "
         "processes of a node].",
     )
+    @click.option(
+        "--precision",
+        type=click.Choice(runtime.PRECISION_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Compute precision of training and scoring: auto (bf16 autocast on CUDA and on CPUs with "
+        "native bf16, i.e. AVX512-BF16 or AMX; fp32 elsewhere), fp32, or bf16.",
+    )
     @functools.wraps(func)
-    def wrapper(*args, device: str, threads: int | None, **kwargs):
+    def wrapper(*args, device: str, threads: int | None, precision: str, **kwargs):
         from musicnas import distributed
 
-        rt = runtime.setup(device, threads)
+        rt = runtime.setup(device, threads, precision)
         if data_parallel:
             rt = distributed.init_from_env(rt, threads_given=threads is not None)
         else:

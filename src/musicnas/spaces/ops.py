@@ -11,11 +11,88 @@ operations.py), so a space names its ops and builds them in one line.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# The training-step optimisations below (one-pass subsampling in the factorized reduction, in-place ReLU
+# after batch norm, in-place skip sums) compute the same numbers as the plain formulations; the switch
+# exists so tests and benchmarks/search_step.py can run both side by side in one process.
+_optimised = True
+
+
+def optimised_ops_enabled() -> bool:
+    return _optimised
+
+
+@contextlib.contextmanager
+def optimised_ops(enabled: bool) -> Iterator[None]:
+    """Within the block, the spaces run their plain (``False``) or optimised (``True``) step."""
+    global _optimised
+    before, _optimised = _optimised, bool(enabled)
+    try:
+        yield
+    finally:
+        _optimised = before
+
+
+def relu_of_temporary(x: torch.Tensor) -> torch.Tensor:
+    """ReLU of a tensor nothing else reads (a batch-norm or concatenation output), in place when
+    optimised: neither op's backward reads its output, so the buffer can be reused (one
+    activation-sized allocation less per block)."""
+    return F.relu_(x) if _optimised else F.relu(x)
+
+
+def add_all(first: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
+    """``first + sum(others)``. Optimised: one new tensor, the rest added in place (an addition's
+    backward needs none of its inputs, so the running sum may be overwritten); plain: one per term."""
+    if not others:
+        return first
+    if not _optimised:
+        for t in others:
+            first = first + t
+        return first
+    out = first + others[0]
+    for t in others[1:]:
+        out.add_(t)
+    return out
+
+
+class _SubsamplePair(torch.autograd.Function):
+    """``(x[..., ::2, ::2], x shifted by one pixel[..., ::2, ::2])`` with a one-pass backward.
+
+    The shifted grid is ``x[..., 1::2, 1::2]`` zero-padded at the bottom/right to ``ceil(H/2) x
+    ceil(W/2)``. Autograd through the slices instead allocates and zero-fills a full-size gradient per
+    slice and pad (six for the two paths) and adds them; this writes both into one zeroed buffer."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor):
+        h, w = x.shape[-2:]
+        ctx.input_shape, ctx.h, ctx.w = x.shape, h, w
+        ctx.channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        even = x[:, :, ::2, ::2]
+        odd = F.pad(x[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2))
+        return even, odd
+
+    @staticmethod
+    def backward(ctx, g_even: torch.Tensor, g_odd: torch.Tensor):
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        grad = torch.empty(ctx.input_shape, dtype=g_even.dtype, device=g_even.device, memory_format=fmt)
+        grad.zero_()
+        grad[:, :, ::2, ::2] = g_even
+        grad[:, :, 1::2, 1::2] = g_odd[:, :, : ctx.h // 2, : ctx.w // 2]
+        return grad
+
+
+def subsample_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two stride-2 grids of the factorized reduction: even pixels and the one-pixel-shifted ones."""
+    if _optimised and torch.is_grad_enabled() and x.requires_grad:
+        return _SubsamplePair.apply(x)
+    shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+    return x[:, :, ::2, ::2], shifted[:, :, ::2, ::2]
 
 
 def conv2d(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -34,9 +111,10 @@ class ConvBNReLU(nn.Sequential):
     """conv -> BN -> ReLU (the order of the reference's search-network branches)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, affine: bool = True):
-        super().__init__(
-            conv2d(c_in, c_out, kernel, stride), nn.BatchNorm2d(c_out, affine=affine), nn.ReLU(inplace=False)
-        )
+        super().__init__(conv2d(c_in, c_out, kernel, stride), nn.BatchNorm2d(c_out, affine=affine))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relu_of_temporary(self[1](self[0](x)))
 
 
 class ReLUConvBN(nn.Sequential):
@@ -130,8 +208,8 @@ class FactorizedReduction(nn.Module):
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.path1(x[:, :, ::2, ::2]), self.path2(shifted[:, :, ::2, ::2])], dim=1))
+        even, shifted = subsample_pair(x)
+        return self.bn(torch.cat([self.path1(even), self.path2(shifted)], dim=1))
 
 
 class ReLUFactorizedReduction(nn.Sequential):

@@ -64,7 +64,7 @@ class TrainConfig:
     grad_clip: float = 5.0  # the reference's clipping was a silent no-op; clipping on purpose here
     patience: int = 6  # stop after this many epochs without a better val accuracy (0: never)
     eval_batch_size: int = 128
-    amp: bool = True  # mixed precision on CUDA (no effect on CPU)
+    amp: bool = True  # autocast when the runtime's precision is bf16 (CUDA, CPUs with native bf16)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

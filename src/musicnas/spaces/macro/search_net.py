@@ -25,7 +25,9 @@ from musicnas.spaces.ops import (
     GlobalAvgPoolHead,
     Pool,
     SeparableConv2d,
+    add_all,
     conv2d,
+    relu_of_temporary,
 )
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")
@@ -77,13 +79,13 @@ class ConvBranch(nn.Module):
     def forward(self, x: torch.Tensor, start: int | None = None, count: int | None = None) -> torch.Tensor:
         h = self.inp(x)
         if start is None:
-            return F.relu(self.bn(self.conv(h)))
+            return relu_of_temporary(self.bn(self.conv(h)))
         stop = start + count
         if self.separable:  # the depthwise part is per input channel: all of it is used
             y = F.conv2d(self.conv.depthwise(h), self.conv.pointwise.weight[start:stop])
         else:
             y = F.conv2d(h, self.conv.weight[start:stop], padding=self.kernel // 2)
-        return F.relu(sliced_batch_norm(self.bn, y, start, stop))
+        return relu_of_temporary(sliced_batch_norm(self.bn, y, start, stop))
 
     def range_state(self, start: int, count: int) -> dict[str, torch.Tensor]:
         """The state dict of ``ConvBranch(C, k, separable, c_out=count)`` equal to this branch's range."""
@@ -108,10 +110,10 @@ class PoolBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int | None = None, count: int | None = None) -> torch.Tensor:
         if start is None:
-            return self.pool(F.relu(self.bn(self.conv(x))))
+            return self.pool(relu_of_temporary(self.bn(self.conv(x))))
         stop = start + count
         y = F.conv2d(x, self.conv.weight[start:stop])
-        return self.pool(F.relu(sliced_batch_norm(self.bn, y, start, stop)))
+        return self.pool(relu_of_temporary(sliced_batch_norm(self.bn, y, start, stop)))
 
     def range_state(self, start: int, count: int) -> dict[str, torch.Tensor]:
         state = {k: v.clone() for k, v in self.state_dict().items()}
@@ -156,11 +158,9 @@ class MacroSearchLayer(nn.Module):
             ranges = arch.ranges[self.layer]
             parts = [branch(x, s, n) for branch, (s, n) in zip(self.branches, ranges, strict=True)]
             weight = torch.cat([self.mix.weight[:, a:z] for a, z in self.mix_columns(ranges)], dim=1)
-            out = F.relu(self.mix_bn(F.conv2d(torch.cat(parts, dim=1), weight)))
+            out = relu_of_temporary(self.mix_bn(F.conv2d(torch.cat(parts, dim=1), weight)))
         if self.skip_bn is not None:
-            for s in skips:
-                out = out + s
-            out = self.skip_bn(out)
+            out = self.skip_bn(add_all(out, skips))
         return out
 
 

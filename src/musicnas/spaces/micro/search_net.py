@@ -129,7 +129,7 @@ class SearchCell(nn.Module):
         program = self.program(cell)
         out = torch.cat(run_cell(s0, s1, program), dim=1)
         weight = self.combine_weight_for([i for i, _ in program.outputs])
-        return self.combine_bn(F.conv2d(F.relu(out), weight))
+        return self.combine_bn(F.conv2d(blocks.relu_of_temporary(out), weight))
 
 
 class MicroSearchNet(nn.Module):
