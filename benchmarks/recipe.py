@@ -6,7 +6,7 @@ Each call is one row; rows accumulate in ``OUT/rows.jsonl`` (with the command th
 
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295 \\
     .venv/bin/python benchmarks/recipe.py --data REALMUSIC/manifest.csv --name defaults \\
-        --arch runs/search/arch.json --seeds 0 1 2 [--feature n_mels=96] [--train epochs=20] \\
+        --arch runs/search/arch.json --seeds 0,1,2 [--feature n_mels=96] [--train epochs=20] \\
         [--train augment_mixup_alpha=0.2] [--model channels=16] [--model-type hand_cnn]
     .venv/bin/python benchmarks/recipe.py --out runs/recipe --table
 
@@ -85,7 +85,7 @@ def print_table(rows_path: Path) -> None:
     help="The fixed network of --arch, or the hand-designed short-chunk ResCNN.",
 )
 @click.option("--name", default=None, help="Row label.")
-@click.option("--seeds", type=int, multiple=True, default=(0, 1, 2), show_default=True)
+@click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds, comma-separated.")
 @click.option("--feature", multiple=True, help="FeatureConfig field=value (repeatable).")
 @click.option("--train", "train_opts", multiple=True, help="TrainConfig field=value (repeatable).")
 @click.option("--model", "model_opts", multiple=True, help="Model option=value (repeatable).")
@@ -111,6 +111,10 @@ def main(
     from musicnas.spaces import load_arch
     from musicnas.training.trainer import TrainConfig
 
+    try:
+        seeds = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{seeds!r}: expected comma-separated integers", param_hint="--seeds") from None
     rt = setup("cpu", threads)
     dataset = open_data(data, cache, config=FeatureConfig(**_pairs(feature, "--feature")))
     floor = file_floor(dataset)
