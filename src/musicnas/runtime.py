@@ -142,6 +142,8 @@ SEED_STREAMS: dict[str, int] = {
     "search.train_order": 1,  # per-epoch order of the shared weights' training clips
     "search.val_order": 2,  # per-epoch order of the controller's validation batches
     "search.score_order": 3,  # the fixed validation batches candidates are scored on
+    "search.policy_order": 4,  # per-epoch order of the validation batches of interleaved policy updates
+    "search.bn_calibration": 5,  # the training batches batch norm is recalibrated on when scoring
     "search.controller": 11,  # the controller's own generator
     "search.torch": 12,  # torch's global generator during a search (dropout)
     "search.init": 13,  # initial weights of the search network and the controller

@@ -14,11 +14,16 @@ from musicnas.runtime import MusicnasError, Runtime
 from musicnas.utils.io import load_checkpoint
 
 
-def shared_weight_accuracies(run_dir, archs, data, rt: Runtime) -> list[float]:
+def shared_weight_accuracies(run_dir, archs, data, rt: Runtime, bn: str | None = None) -> list[float]:
+    """Whole-validation-split accuracy of each of ``archs`` with the run's shared weights; ``bn`` scores
+    in another batch-norm mode than the run's own (``search/scoring.py``: eval, batch, recalibrate)."""
+    from musicnas.search.config import SearchConfig
     from musicnas.search.enas import SearchRun, load_run_config
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
+    if bn is not None:
+        config = SearchConfig.from_dict({**config.to_dict(), "controller_bn": bn}).validate()
     search = SearchRun(config, data, run_dir, rt)
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=rt.device)
     try:
@@ -33,9 +38,4 @@ def shared_weight_accuracies(run_dir, archs, data, rt: Runtime) -> list[float]:
                 f"architecture of space {arch.space} cannot be scored in the search space {search.space}"
             )
     batches = [search.score_batch(indices) for indices in search.val_batches(0)]
-    total = sum(len(y) for _, y in batches)
-    scores = []
-    for arch in archs:
-        correct = sum(search.accuracy(arch, x, y) * len(y) for x, y in batches)
-        scores.append(float(correct / total))
-    return scores
+    return [float(search.accuracy_on(arch, batches)) for arch in archs]

@@ -100,6 +100,20 @@ log = logging.getLogger(__name__)
     help="Latency table file [default: this machine's, built on first use: musicnas latency build-table].",
 )
 @click.option(
+    "--controller",
+    type=click.Choice(["lstm", "factorized"]),
+    default=None,
+    help="Policy: 'lstm' (ENAS) or 'factorized' (TuNAS-style independent categoricals, updated every few "
+    "child steps with normalised rewards) [lstm].",
+)
+@click.option(
+    "--controller-bn",
+    type=click.Choice(["eval", "batch", "recalibrate"]),
+    default=None,
+    help="Batch norm while scoring architectures: running statistics, the batch's own, or recomputed per "
+    "architecture on a few training batches [preset].",
+)
+@click.option(
     "--checkpoint-every",
     type=NON_NEGATIVE_INT,
     default=None,
@@ -126,6 +140,8 @@ def search(
     latency_backend,
     latency_threads,
     latency_table,
+    controller,
+    controller_bn,
     checkpoint_every,
     deterministic,
     rt,
@@ -149,7 +165,8 @@ def search(
             )
         # run_search merges these into the run's own config (None: keep the run's value)
         given = {"epochs": epochs, "data": str(data_path) if data_path else None, "cache_dir": cache_dir,
-                 "checkpoint_every_steps": checkpoint_every}  # fmt: skip
+                 "checkpoint_every_steps": checkpoint_every, "controller": controller,
+                 "controller_bn": controller_bn}  # fmt: skip
         out = Path(resume_dir)
     else:
         if data_path is None:
@@ -175,6 +192,8 @@ def search(
             "latency_backend": latency_backend,
             "latency_threads": latency_threads,
             "latency_table": str(latency_table) if latency_table else None,
+            "controller": controller,
+            "controller_bn": controller_bn,
             "checkpoint_every_steps": checkpoint_every,
             "deterministic": deterministic,
         }

@@ -17,9 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from musicnas.runtime import MusicnasError
+from musicnas.search.scoring import BN_MODES
 
 PRESETS = ("cpu", "reference")
-BN_MODES = ("eval", "batch")
+CONTROLLERS = ("lstm", "factorized")
+# What choosing the factorised policy changes, unless set explicitly (TuNAS: EMA momentum 0.95, Adam
+# beta1 0; its policy is updated every few shared-weight steps with normalised rewards).
+FACTORIZED_DEFAULTS = {
+    "controller_lr": 0.05,
+    "baseline_decay": 0.95,
+    "reward_normalize": True,
+    "controller_update_every": 5,
+}
 
 
 @dataclass
@@ -53,6 +62,7 @@ class SearchConfig:
     child_grad_clip: float = 5.0
     child_dropout: float = 0.0
 
+    controller: str = "lstm"  # "lstm" (ENAS) or "factorized" (TuNAS-style, search/factorized.py)
     controller_options: dict = field(
         default_factory=dict
     )  # constructor kwargs (lstm_size, tanh_constant ...)
@@ -63,7 +73,16 @@ class SearchConfig:
     controller_updates_per_epoch: int = 5
     controller_batch_size: int | None = None  # None: batch_size
     controller_start_epoch: int = 0  # >0: shared-weight warm-up, no policy updates before this epoch
-    controller_bn: str = "eval"  # BN of the shared net while scoring: "eval" (running stats) or "batch"
+    # BN of the shared net while scoring (search/scoring.py): "eval" (running statistics), "batch" (the
+    # scored batch's) or "recalibrate" (recomputed per architecture on bn_calibration_batches train batches)
+    controller_bn: str = "eval"
+    bn_calibration_batches: int = 2
+    # 0: every architecture of an update is scored on its own validation batch (ENAS); k >= 1: all of an
+    # update's architectures on the same k validation batches (less noise, comparable rewards)
+    reward_batches: int = 0
+    warmup_uniform: bool = False  # before controller_start_epoch, train on uniform architectures (fair ops)
+    controller_update_every: int = 0  # k > 0: also one policy update every k child steps (TuNAS)
+    reward_normalize: bool = False  # divide the advantage by an EMA of its standard deviation
     entropy_weight: float = 1e-4
     baseline_decay: float = 0.99
     skip_weight: float = 0.8
@@ -101,6 +120,14 @@ class SearchConfig:
         need(self.controller_updates_per_epoch >= 0, "controller_updates_per_epoch must be >= 0")
         need(0.0 <= self.baseline_decay < 1.0, "baseline_decay must be in [0, 1)")
         need(self.controller_bn in BN_MODES, f"controller_bn must be one of {BN_MODES}")
+        need(
+            self.controller in CONTROLLERS,
+            f"controller must be one of {CONTROLLERS}, got {self.controller!r}",
+        )
+        need(self.bn_calibration_batches >= 1, "bn_calibration_batches must be >= 1")
+        need(self.reward_batches >= 0, "reward_batches must be >= 0")
+        need(self.controller_update_every >= 0, "controller_update_every must be >= 0")
+        need(self.controller_start_epoch >= 0, "controller_start_epoch must be >= 0")
         need(
             self.derive_samples >= 1 and self.derive_batches >= 1,
             "derive_samples/derive_batches must be >= 1",
@@ -164,6 +191,7 @@ def _reference_macro() -> dict:
         space_options={"num_layers": 12, "channels": 36, "num_branches": 6, "whole_channels": True},
         epochs=310,
         batch_size=128,
+        child_dropout=0.1,  # the authors' search scripts: keep_prob 0.9 before the linear head
         controller_lr=1e-3,
         controller_archs_per_update=20,
         controller_updates_per_epoch=50,
@@ -179,6 +207,11 @@ def _reference_micro() -> dict:
         space_options={"num_cells": 6, "num_nodes": 5, "channels": 20},
         epochs=150,
         batch_size=160,
+        child_dropout=0.1,  # keep_prob 0.9
+        child_weight_decay=2e-4,  # the micro search's l2 1e-4 on sum(w^2), as PyTorch counts it
+        # the authors' micro child forces is_training=True in the search, also when it scores the
+        # controller's architectures: batch statistics
+        controller_bn="batch",
         controller_lr=3.5e-3,
         controller_archs_per_update=10,
         controller_updates_per_epoch=30,
@@ -275,6 +308,8 @@ def resolve_config(
     space = space or overrides.get("space") or file_values.get("space") or "macro"
     base = preset(file_values.get("preset", preset_name), space).to_dict()
     file_values = {k: v for k, v in file_values.items() if k != "preset"}
+    if (overrides.get("controller") or file_values.get("controller")) == "factorized":
+        base.update(FACTORIZED_DEFAULTS)  # the file and the overrides below still win
     for values in (file_values, overrides):
         for key, value in values.items():
             if key in ("space_options", "controller_options") and isinstance(value, dict):

@@ -34,6 +34,7 @@ __all__ = [
     "DecisionPass",
     "MacroController",
     "make_controller",
+    "skip_kl",
 ]
 
 
@@ -185,6 +186,32 @@ class Controller(nn.Module):
         self.generator.set_state(state)
 
 
+def skip_kl(skip_logits: torch.Tensor, target: float) -> torch.Tensor:
+    """The authors' skip penalty for one layer: ``sum(sigmoid(l) * log(sigmoid(l) / [1 - t, t]))`` over
+    the layer's ``[n, 2]`` skip logits ``l = [-q, q]`` (``general_controller.py``).
+
+    It is taken on ``sigmoid(q)``, not on the sampling probability ``softmax([-q, q])[1] = sigmoid(2q)``:
+    the penalty's optimum ``sigmoid(q) = t`` samples skips at ``sigmoid(2 logit(t))``, about 0.31 for the
+    reference's t = 0.4 (a KL on the sampling probability would land at t itself)."""
+    probs = torch.sigmoid(skip_logits)
+    prior = torch.tensor([1.0 - target, target], dtype=probs.dtype)
+    return (probs * torch.log(probs / prior)).sum()
+
+
+def choose_count(
+    decisions: DecisionPass, name: str, logits: torch.Tensor, start, forced_count
+) -> torch.Tensor:
+    """The channel-range count decision (``count - 1`` in ``0..C-1``), counts past ``C - start`` masked;
+    ``forced_count`` is the architecture's count (not minus one) or None."""
+    channels = logits.shape[-1]
+    allowed = torch.arange(channels) <= (channels - 1 - int(start))
+    return decisions.choose(
+        f"{name}.count",
+        logits.masked_fill(~allowed, float("-inf")),
+        None if forced_count is None else int(forced_count) - 1,
+    )
+
+
 class LSTMPolicy(nn.Module):
     """The reference controller's recurrent core: one LSTM layer, a learned start input, uniform init."""
 
@@ -262,12 +289,6 @@ class MacroController(Controller):
             logits = self.tanh_constant * torch.tanh(logits)
         return logits
 
-    def _skip_kl(self, skip_logits: torch.Tensor) -> torch.Tensor:
-        """KL(p || target) of each skip Bernoulli, summed over the layer's skips (reference)."""
-        probs = F.softmax(skip_logits, dim=-1)
-        target = torch.tensor([1.0 - self.skip_target, self.skip_target])
-        return (probs * (torch.log(probs) - torch.log(target))).sum()
-
     def _walk(self, arch, decisions: DecisionPass):
         forced = None if arch is None else list(arch.to_flat())
         pos = 0
@@ -301,13 +322,8 @@ class MacroController(Controller):
                     inputs = self.start_embedding[branch](start.view(1))
                     h, state = self.lstm.step(inputs, state)
                     logits = self._squash(self.count_logits[branch](h)[0])
-                    allowed = torch.arange(self.channels) <= (self.channels - 1 - int(start))
-                    logits = logits.masked_fill(~allowed, float("-inf"))
-                    count_forced = given()
-                    count_minus_one = decisions.choose(
-                        f"layer{layer}.branch{branch}.count",
-                        logits,
-                        None if count_forced is None else int(count_forced) - 1,
+                    count_minus_one = choose_count(
+                        decisions, f"layer{layer}.branch{branch}", logits, start, given()
                     )
                     flat.extend([int(start), int(count_minus_one) + 1])
                     inputs = self.count_embedding[branch](count_minus_one.view(1))
@@ -317,7 +333,7 @@ class MacroController(Controller):
                 q = self.attn_v(query).squeeze(-1)  # [layer]
                 skip_logits = self._squash(torch.stack([-q, q], dim=-1))  # [layer, 2]
                 skips = decisions.choose(f"layer{layer}.skips", skip_logits, given(layer))
-                decisions.add_penalty(self._skip_kl(skip_logits))
+                decisions.add_penalty(skip_kl(skip_logits, self.skip_target))
                 flat.extend(int(s) for s in skips)
                 chosen = skips.to(h.dtype).view(1, layer)
                 # sum of the selected anchors over (1 + how many): the reference's "mean", which also
@@ -340,8 +356,19 @@ class MacroController(Controller):
         return {"skip_rate": arch.skip_rate}
 
 
-def make_controller(space, seed: int = 0, **kwargs) -> Controller:
-    """The controller for ``space`` (dispatch on ``space.type``); ``kwargs`` go to its constructor."""
+CONTROLLERS = ("lstm", "factorized")
+
+
+def make_controller(space, seed: int = 0, policy: str = "lstm", **kwargs) -> Controller:
+    """The controller for ``space``: ``policy`` ``"lstm"`` (ENAS, dispatch on ``space.type``) or
+    ``"factorized"`` (TuNAS-style independent categoricals, ``search/factorized.py``); ``kwargs`` go to
+    its constructor."""
+    if policy == "factorized":
+        from musicnas.search.factorized import FactorizedController
+
+        return FactorizedController(space, seed=seed, **kwargs)
+    if policy != "lstm":
+        raise MusicnasError(f"unknown controller {policy!r}: choose one of {', '.join(CONTROLLERS)}")
     kind = getattr(space, "type", None)
     if kind == "macro":
         return MacroController(space, seed=seed, **kwargs)

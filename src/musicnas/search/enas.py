@@ -13,8 +13,8 @@ the controller through the :class:`~musicnas.search.controller.Controller` contr
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -35,7 +35,9 @@ from musicnas.runs import RngState, RunDir, merge_resume
 from musicnas.runtime import MusicnasError, Runtime, derive_seed, stream_rng
 from musicnas.search.config import SearchConfig
 from musicnas.search.controller import Controller, make_controller
+from musicnas.search.policy import child_sample, interleaved_update, normalized_advantage
 from musicnas.search.rewards import make_reward
+from musicnas.search.scoring import accuracy_over, calibration_indices, scoring_mode  # noqa: F401
 from musicnas.spaces.cost import Cost, count_cost
 from musicnas.utils.io import atomic_write_json, ensure_dir, load_checkpoint, read_json, save_checkpoint
 from musicnas.utils.logging import progress
@@ -69,6 +71,7 @@ class LoopState:
     global_step: int = 0  # child steps + controller updates so far (TensorBoard x-axis)
     child_steps_total: int = 0
     baseline: float | None = None
+    reward_var: float | None = None  # EMA of the squared advantage (reward_normalize)
     child_loss_sum: float = 0.0
     child_acc_sum: float = 0.0
     child_count: int = 0
@@ -93,33 +96,6 @@ def epoch_order(indices: np.ndarray, seed: int, stream: str, epoch: int) -> np.n
     return indices[rng.permutation(len(indices))]
 
 
-@contextlib.contextmanager
-def scoring_mode(model: torch.nn.Module, bn: str):
-    """Shared network set up for scoring architectures without changing it.
-
-    ``eval``: batch norm uses its running statistics (the reference scored with ``is_training=False``).
-    ``batch``: batch norm normalises with the batch's own statistics, running statistics untouched
-    (momentum 0 while scoring)."""
-    was_training = model.training
-    saved: list[tuple[torch.nn.Module, Any]] = []
-    if bn == "eval":
-        model.eval()
-    else:
-        model.eval()
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                saved.append((m, m.momentum))
-                m.train()
-                m.momentum = 0.0
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        for m, momentum in saved:
-            m.momentum = momentum
-        model.train(was_training)
-
-
 def reinforce_update(
     controller: Controller,
     optimizer: torch.optim.Optimizer | None,
@@ -129,6 +105,7 @@ def reinforce_update(
     entropy_weight: float = 1e-4,
     skip_weight: float = 0.8,
     baseline_decay: float = 0.99,
+    reward_var: float | None = None,
 ) -> tuple[float, dict]:
     """One controller update (REINFORCE with an EMA baseline, enas-reference.md §3).
 
@@ -136,6 +113,8 @@ def reinforce_update(
     ``reward + entropy_weight · entropy``; the baseline moves towards it (decay ``baseline_decay``) before
     its advantage is taken, as in the reference; the loss ``−log π(a) · (R − b) + skip_weight · KL`` is
     averaged over the architectures. ``optimizer=None`` only evaluates (no gradient step).
+    ``reward_var`` (not None: reward normalisation on) is an EMA of the squared advantage, decayed like
+    the baseline; each advantage is divided by its square root (the new value is ``stats["reward_var"]``).
     Returns the new baseline and per-architecture statistics."""
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
@@ -151,8 +130,11 @@ def reinforce_update(
         # reinforces whatever is sampled first); we start it at the first reward.
         baseline = reward if baseline is None else baseline
         baseline = baseline_decay * baseline + (1.0 - baseline_decay) * reward
+        advantage = reward - baseline
+        if reward_var is not None:
+            advantage, reward_var = normalized_advantage(advantage, reward_var, baseline_decay)
         if optimizer is not None:
-            loss = -sample.log_prob * (reward - baseline) + skip_weight * sample.skip_penalty
+            loss = -sample.log_prob * advantage + skip_weight * sample.skip_penalty
             (loss / archs).backward()  # gradients of the sampled architectures are averaged
             stats["loss"] += float(loss.detach()) / archs
         stats["accs"].append(float(acc))
@@ -162,6 +144,7 @@ def reinforce_update(
             stats["skip_rates"].append(float(sample.stats["skip_rate"]))
     if optimizer is not None:
         optimizer.step()
+    stats["reward_var"] = reward_var
     return baseline, stats
 
 
@@ -208,6 +191,7 @@ class SearchRun:
                 controller = make_controller(
                     self.space,
                     seed=derive_seed(config.seed, "search.controller"),
+                    policy=config.controller,
                     **config.controller_options,
                 )
         self.controller: Controller = controller
@@ -350,13 +334,19 @@ class SearchRun:
         return self.rt.to_device(x), y.to(self.rt.device)
 
     def accuracy(self, arch, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Accuracy of ``arch`` with the shared weights on one batch (the run's batch-norm mode).
-        Under torchrun each rank scores its shard of the batch and the counts are summed."""
-        x, y = distributed.shard(x), distributed.shard(y)
-        with scoring_mode(self.model, self.config.controller_bn), self.rt.autocast():
-            logits = self.model(x, arch)
-        correct, total = distributed.all_sum([int((logits.argmax(dim=1) == y).sum()), len(y)])
-        return correct / max(total, 1)
+        """Accuracy of ``arch`` with the shared weights on one batch (the run's batch-norm mode)."""
+        return accuracy_over(self, arch, [(x, y)])
+
+    def accuracy_on(self, arch, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """Clip-weighted accuracy of ``arch`` over ``batches``, batch norm recalibrated once for all."""
+        return accuracy_over(self, arch, batches)
+
+    @functools.cached_property
+    def calibration_inputs(self) -> list[torch.Tensor]:
+        """The training inputs batch norm is recalibrated on (``controller_bn = "recalibrate"``)."""
+        cfg = self.config
+        chosen = calibration_indices(self.train_idx, cfg.seed, cfg.batch_size, cfg.bn_calibration_batches)
+        return [self.score_batch(indices)[0] for indices in chosen]
 
     def child_batches(self, epoch: int) -> list[np.ndarray]:
         order = epoch_order(self.train_idx, self.config.seed, "search.train_order", epoch)
@@ -397,7 +387,7 @@ class SearchRun:
     def child_step(self, epoch: int, step: int, indices: np.ndarray, bar) -> None:
         cfg = self.config
         with torch.no_grad():
-            sample = self.controller.sample()
+            sample = child_sample(self, epoch)
         arch = distributed.agree_arch(sample.arch)  # every rank trains rank 0's architecture
         x, y = self.score_batch(distributed.shard(indices))
         self.model.train()
@@ -453,55 +443,14 @@ class SearchRun:
         lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
         updates = cfg.controller_updates_per_epoch if learn else 1  # warm-up: one pass, for the metrics
         accs, rewards, entropies, skip_rates = [], [], [], []
-        self.controller.train()
-        position = 0
-
-        def evaluate(arch) -> tuple[float, float]:
-            nonlocal position
-            x, y = self.score_batch(val[position % len(val)])  # every sampled architecture gets its own batch
-            position += 1
-            arch = distributed.agree_arch(arch)
-            acc = self.accuracy(arch, x, y)
-            reward = self.reward(acc, arch)
-            self._remember(arch, reward)
-            return reward, acc
-
         for update in range(updates):
-            self.state.baseline, stats = reinforce_update(
-                self.controller,
-                optimizer,
-                evaluate,
-                self.state.baseline,
-                archs=cfg.controller_archs_per_update,
-                entropy_weight=cfg.entropy_weight,
-                skip_weight=cfg.skip_weight,
-                baseline_decay=cfg.baseline_decay,
-            )
-            self.state.baseline = distributed.sync_controller(self.controller, optimizer, self.state.baseline)
-            u_loss, u_acc, u_reward, u_entropy, u_skip = (
-                stats["loss"], stats["accs"], stats["rewards"], stats["entropies"], stats["skip_rates"],
-            )  # fmt: skip
-            self.state.global_step += 1
-            row = {
-                "epoch": epoch,
-                "step": update,
-                "phase": "controller",
-                "loss": u_loss,
-                "acc": float(np.mean(u_acc)),
-                "reward": float(np.mean(u_reward)),
-                "baseline": self.state.baseline,
-                "entropy": float(np.mean(u_entropy)),
-                "lr": lr,
-                "time": self._now(),
-            }
-            if u_skip:
-                row["skip_rate"] = float(np.mean(u_skip))
-            self._log_row("metrics_steps.jsonl", "controller", row, self.state.global_step)
-            accs += u_acc
-            rewards += u_reward
-            entropies += u_entropy
-            skip_rates += u_skip
-            bar.set_postfix(reward=f"{row['reward']:.3f}", baseline=f"{row['baseline']:.3f}", refresh=False)
+            stats = self.policy_update(epoch, update, val, optimizer, phase="controller")
+            accs += stats["accs"]
+            rewards += stats["rewards"]
+            entropies += stats["entropies"]
+            skip_rates += stats["skip_rates"]
+            bar.set_postfix(reward=f"{np.mean(stats['rewards']):.3f}", baseline=f"{self.state.baseline:.3f}",
+                            refresh=False)  # fmt: skip
             bar.update(1)
             if self.callback is not None:
                 self.callback(
@@ -520,6 +469,63 @@ class SearchRun:
             "skip_rate": float(np.mean(skip_rates)) if skip_rates else None,
             "controller_lr": lr,
         }
+
+    def policy_update(self, epoch: int, update: int, val: list[np.ndarray], optimizer, phase: str) -> dict:
+        """One REINFORCE update (``optimizer=None``: only scores), logged as one ``phase`` row.
+
+        ``update`` picks the validation batches: with ``reward_batches = 0`` every architecture gets its
+        own batch (ENAS); with k >= 1 all of the update's architectures are scored on the same k batches."""
+        cfg = self.config
+        self.controller.train()
+        archs = cfg.controller_archs_per_update
+        if cfg.reward_batches:
+            fixed = [self.score_batch(val[(update * cfg.reward_batches + j) % len(val)])
+                     for j in range(cfg.reward_batches)]  # fmt: skip
+        position = update * archs
+
+        def evaluate(arch) -> tuple[float, float]:
+            nonlocal position
+            arch = distributed.agree_arch(arch)  # every rank scores rank 0's architecture
+            if cfg.reward_batches:
+                acc = self.accuracy_on(arch, fixed)
+            else:
+                acc = self.accuracy(arch, *self.score_batch(val[position % len(val)]))
+                position += 1
+            reward = self.reward(acc, arch)
+            self._remember(arch, reward)
+            return reward, acc
+
+        self.state.baseline, stats = reinforce_update(
+            self.controller,
+            optimizer,
+            evaluate,
+            self.state.baseline,
+            archs=archs,
+            entropy_weight=cfg.entropy_weight,
+            skip_weight=cfg.skip_weight,
+            baseline_decay=cfg.baseline_decay,
+            reward_var=(self.state.reward_var or 0.0) if cfg.reward_normalize else None,
+        )
+        self.state.baseline = distributed.sync_controller(self.controller, optimizer, self.state.baseline)
+        if cfg.reward_normalize:
+            self.state.reward_var = stats["reward_var"]
+        self.state.global_step += 1
+        row = {
+            "epoch": epoch,
+            "step": update,
+            "phase": phase,
+            "loss": stats["loss"],
+            "acc": float(np.mean(stats["accs"])),
+            "reward": float(np.mean(stats["rewards"])),
+            "baseline": self.state.baseline,
+            "entropy": float(np.mean(stats["entropies"])),
+            "lr": optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0,
+            "time": self._now(),
+        }
+        if stats["skip_rates"]:
+            row["skip_rate"] = float(np.mean(stats["skip_rates"]))
+        self._log_row("metrics_steps.jsonl", "controller", row, self.state.global_step)
+        return stats
 
     def _remember(self, arch, score: float) -> None:
         """Tracks every architecture scored during the search (its reward, without the entropy bonus)."""
@@ -606,6 +612,7 @@ class SearchRun:
             lr = self.child_opt.param_groups[0]["lr"]
             for step in range(st.child_step, len(child)):
                 self.child_step(epoch, step, child[step], bar)
+                interleaved_update(self, epoch, step)
                 last = step + 1 == len(child)
                 if cfg.max_steps is not None and st.child_steps_total >= cfg.max_steps:
                     self._checkpoint()

@@ -136,6 +136,10 @@ class MicroController(Controller):
         return MicroArch(space=self.space, normal=cells[0], reduction=cells[1])
 
     def arch_stats(self, arch) -> dict:
-        # share of sep-conv ops: the micro space has no skip connections to report
-        ops = [node[k] for cell in arch.cells() for node in cell for k in (1, 3)]
-        return {"conv_rate": sum(op in (0, 1) for op in ops) / len(ops)}
+        return micro_arch_stats(arch)
+
+
+def micro_arch_stats(arch) -> dict:
+    """Share of sep-conv ops: the micro space has no skip connections to report."""
+    ops = [node[k] for cell in arch.cells() for node in cell for k in (1, 3)]
+    return {"conv_rate": sum(op in (0, 1) for op in ops) / len(ops)}
