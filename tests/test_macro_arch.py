@@ -238,3 +238,17 @@ def test_numpy_and_torch_integers_are_normalised():
     assert json.dumps(from_torch.to_json()) == json.dumps(arch.to_json())
     with pytest.raises(MusicnasError, match="op must be an integer"):
         MacroArch.from_flat([1.5, 3, 1, 5, 0, 1], space)
+
+
+def test_pool_layers_differ_from_the_authors_code_only_when_n_is_2_mod_3():
+    """Decided: keep [N//3 - 1, 2N//3 - 1] (enas-reference.md). The authors' general_child.py uses
+    pd = N//3, [pd - 1, 2 pd - 1]; the two agree unless N = 2 (mod 3), never for a published size (12),
+    and ours splits such N more evenly (N = 8: stages of 2, 3, 3 layers; the authors' 2, 2, 4)."""
+
+    def authors(n):
+        pd = n // 3
+        return tuple(sorted({p for p in (pd - 1, 2 * pd - 1) if p >= 0}))
+
+    for n in range(1, 40):
+        assert (MacroSpace(num_layers=n).pool_layers == authors(n)) == (n % 3 != 2), n
+    assert MacroSpace(num_layers=8).pool_layers == (1, 4) and authors(8) == (1, 3)

@@ -35,11 +35,17 @@ NUM_CELL_INPUTS = 2
 @dataclass(frozen=True)
 class MicroSpace:
     """Cell search space: ``num_cells`` (N) normal cells, 2 reduction cells, ``num_nodes`` (B) nodes per
-    cell, ``channels`` (C) channels in the first cells (the stem has 3C)."""
+    cell, ``channels`` (C) channels in the first cells (the stem has 3C).
+
+    ``layer_base`` gives every cell of the *fixed* network the authors' extra ReLU -> conv1x1 -> BN on
+    the previous cell's output after calibration (``micro_child.py``, ``_fixed_layer``); with it their
+    published CIFAR-10 cell builds with their 3,894,372 parameters. Their search network has no such
+    layer, and neither has ours."""
 
     num_cells: int = 2
     num_nodes: int = 5
     channels: int = 16
+    layer_base: bool = False
     type: ClassVar[str] = "micro"
 
     def __post_init__(self):
@@ -50,6 +56,8 @@ class MicroSpace:
                 raise MusicnasError(f"micro space {name} must be >= {low}, got {value}")
             if value > high:
                 raise MusicnasError(f"micro space {name} must be <= {high}, got {value}")
+        if not isinstance(self.layer_base, bool):
+            raise MusicnasError(f"micro space layer_base must be true or false, got {self.layer_base!r}")
 
     # --- layout -------------------------------------------------------------------------------
     @property
@@ -69,12 +77,15 @@ class MicroSpace:
 
     # --- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        out = {
             "type": self.type,
             "num_cells": self.num_cells,
             "num_nodes": self.num_nodes,
             "channels": self.channels,
         }
+        if self.layer_base:  # written only when on, so records without it stay as they were
+            out["layer_base"] = True
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> MicroSpace:
@@ -82,10 +93,11 @@ class MicroSpace:
             raise MusicnasError(f"micro space description must be an object, got {type(d).__name__}")
         if d.get("type", "micro") != "micro":
             raise MusicnasError(f"expected a micro space description, got type {d.get('type')!r}")
-        unknown = set(d) - {"type", "num_cells", "num_nodes", "channels"}
+        fields = ("num_cells", "num_nodes", "channels", "layer_base")
+        unknown = set(d) - {"type", *fields}
         if unknown:
             raise MusicnasError(f"micro space description has unknown keys: {', '.join(sorted(unknown))}")
-        kwargs = {k: d[k] for k in ("num_cells", "num_nodes", "channels") if k in d}
+        kwargs = {k: d[k] for k in fields if k in d}
         return cls(**kwargs)
 
     # CLI option -> field (the one mapping: `musicnas search`, `musicnas arch` and the benchmark use it)
@@ -244,7 +256,10 @@ class MicroArch:
     # --- identity and display -----------------------------------------------------------------
     def key(self) -> str:
         s = self.space
-        return f"micro-N{s.num_cells}-B{s.num_nodes}-C{s.channels}:" + ",".join(map(str, self.to_flat()))
+        base = "-LB" if s.layer_base else ""
+        return f"micro-N{s.num_cells}-B{s.num_nodes}-C{s.channels}{base}:" + ",".join(
+            map(str, self.to_flat())
+        )
 
     def __str__(self) -> str:
         lines = [

@@ -30,12 +30,14 @@ def drop_path(x: torch.Tensor, keep_prob: float) -> torch.Tensor:
 
 
 class FixedCell(nn.Module):
-    def __init__(self, plan: CellPlan, cell_arch):
+    def __init__(self, plan: CellPlan, cell_arch, layer_base: bool = False):
         super().__init__()
         c = plan.channels
         self.plan = plan
         self.calibrate0 = calibration(plan.prev_prev_channels, c, plan.prev_prev_larger)
         self.calibrate1 = calibration(plan.prev_channels, c, False)
+        # the authors' "layer_base": one more ReLU -> conv1x1 -> BN on the calibrated previous output
+        self.layer_base = blocks.ReLUConvBN(c, c, 1) if layer_base else blocks.Identity()
         self.node_inputs = [(i1, i2) for i1, _, i2, _ in cell_arch]
         # drop-path skips identities (reference), including an identity that is a factorized reduction
         self.node_droppable = [(o1 != IDENTITY, o2 != IDENTITY) for _, o1, _, o2 in cell_arch]
@@ -55,7 +57,7 @@ class FixedCell(nn.Module):
         )
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, keep_prob: float = 1.0) -> torch.Tensor:
-        states = [self.calibrate0(s0), self.calibrate1(s1)]
+        states = [self.calibrate0(s0), self.layer_base(self.calibrate1(s1))]
         drop = self.training and keep_prob < 1.0
         for (i1, i2), (op1, op2), (d1, d2) in zip(
             self.node_inputs, self.node_ops, self.node_droppable, strict=True
@@ -137,7 +139,8 @@ class FixedMicroNet(nn.Module):
         self.plans = cell_plans(arch.space, c, lambda width, reduction: width * widths[reduction])
         self.stem = blocks.ConvBN(in_channels, STEM_MULTIPLIER * c, 3)
         self.cells = nn.ModuleList(
-            FixedCell(plan, arch.reduction if plan.reduction else arch.normal) for plan in self.plans
+            FixedCell(plan, arch.reduction if plan.reduction else arch.normal, arch.space.layer_base)
+            for plan in self.plans
         )
         self.aux_index = arch.space.reduction_cells[1]
         self.aux_weight = float(aux_weight)
