@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from musicnas.baselines.budget import Budget
-from musicnas.baselines.table import METHODS, render_report, summarise
+from musicnas.baselines.table import METHODS, paired_comparisons, render_report, summarise
 from musicnas.runtime import MusicnasError, Runtime, derive_seed, make_generator
 from musicnas.utils.io import atomic_write_json, atomic_write_text, read_json
 from musicnas.utils.logging import progress
@@ -183,8 +183,10 @@ def make_record(
         "method": method,
         "seed": int(seed),
         "clip_acc": test.get("clip_accuracy"),
+        "file_acc": test.get("file_accuracy"),
         "track_acc": test.get("track_accuracy"),
         "val_clip_acc": val.get("clip_accuracy"),
+        "val_file_acc": val.get("file_accuracy"),
         "val_track_acc": val.get("track_accuracy"),
         "params": cost.get("params"),
         "macs": cost.get("macs"),
@@ -345,8 +347,10 @@ def run_logreg(bench: Bench, seed: int, run_dir: Path) -> dict:
     )
     record.update(
         clip_acc=test.get("clip_acc"),
+        file_acc=test.get("file_acc"),
         track_acc=test.get("track_acc"),
         val_clip_acc=val.get("clip_acc"),
+        val_file_acc=val.get("file_acc"),
         val_track_acc=val.get("track_acc"),
         params=(features + 1) * k,  # weights and intercepts
         macs=features * k,  # the linear layer; the statistics are not counted
@@ -706,6 +710,7 @@ def build_report(
         "methods": methods,
         "matched_compute": matched_compute(bench, runs),
         "rows": summarise(runs),
+        "paired": paired_comparisons(runs),
         "runs": runs,
         "ranking": {"per_seed": per_seed},
         "wall_time": wall_time,

@@ -1,8 +1,9 @@
 """Aggregates benchmark runs (one per method and seed) into the results table: JSON and markdown
 (``benchmark.md`` is rendered here too).
 
-Rows are methods, in a fixed order; columns are mean ± sample standard deviation over seeds of clip and
-track test accuracy, and means of parameters, MACs, search time, train time and total time (seconds).
+Rows are methods, in a fixed order; columns are mean ± sample standard deviation over seeds of clip,
+file and track test accuracy, and means of parameters, MACs, search time, train time and total time
+(seconds). :func:`paired_comparisons` sets ENAS against each random baseline seed by seed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ METHODS: dict[str, str] = {
 }
 
 # per-run metric -> how it is summarised across seeds
-MEAN_STD_METRICS = ("clip_acc", "track_acc")
+MEAN_STD_METRICS = ("clip_acc", "file_acc", "track_acc")
 MEAN_METRICS = ("params", "macs", "search_time", "train_time", "total_time", "cpu_time")
 TABLE_COLUMNS = (
     "method",
@@ -30,6 +31,8 @@ TABLE_COLUMNS = (
     "seeds",
     "clip_acc_mean",
     "clip_acc_std",
+    "file_acc_mean",
+    "file_acc_std",
     "track_acc_mean",
     "track_acc_std",
     "params",
@@ -41,6 +44,7 @@ TABLE_COLUMNS = (
 MARKDOWN_HEADER = (
     "Method",
     "Clip acc (%)",
+    "File acc (%)",
     "Track acc (%)",
     "Params",
     "MACs",
@@ -82,6 +86,64 @@ def summarise(runs: Iterable[dict]) -> list[dict]:
     return rows
 
 
+# ENAS is compared with these, seed by seed (the same seed: the same data order, initialisation, budget)
+PAIRED_AGAINST = ("random_ws", "random_retrained")
+PAIRED_METRICS = ("clip_acc", "file_acc", "track_acc")
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    """``a - b`` paired by position: ``n``, mean and sample std of the differences, the two-sided
+    Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``; exact for small n without ties, None when it
+    is undefined: fewer than 2 pairs or every difference 0), and whether the mean difference exceeds one
+    standard deviation of the differences (the issue's bar for "beats")."""
+    from scipy.stats import wilcoxon
+
+    diffs = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    mean, std = mean_std(diffs.tolist())
+    p_value = None
+    if diffs.size >= 2 and np.any(diffs != 0):
+        p_value = float(wilcoxon(diffs, alternative="two-sided").pvalue)
+    return {
+        "n": int(diffs.size),
+        "mean_diff": mean,
+        "std_diff": std,
+        "p_value": p_value,
+        "beats_by_one_std": bool(mean is not None and std is not None and mean > std),
+    }
+
+
+def paired_comparisons(runs: Iterable[dict], method: str = "enas") -> list[dict]:
+    """``method`` against each of ``PAIRED_AGAINST`` on every metric, over the seeds both have a value."""
+    by_key = {(r["method"], r["seed"]): r for r in runs}
+    out = []
+    for other in PAIRED_AGAINST:
+        seeds = sorted({s for m, s in by_key if m == method} & {s for m, s in by_key if m == other})
+        for metric in PAIRED_METRICS:
+            pairs = [(by_key[method, s].get(metric), by_key[other, s].get(metric)) for s in seeds]
+            used = [
+                (s, a, b) for s, (a, b) in zip(seeds, pairs, strict=True) if a is not None and b is not None
+            ]
+            if not used:
+                continue
+            result = paired_difference([a for _, a, _ in used], [b for _, _, b in used])
+            out.append({"method": method, "against": other, "metric": metric, "seeds": [s for s, _, _ in used],
+                        **result})  # fmt: skip
+    return out
+
+
+def paired_markdown(comparisons: Sequence[dict]) -> str:
+    header = ("ENAS against", "Metric", "Seeds", "Mean paired difference (pts)", "Std of difference (pts)",
+              "Wilcoxon p", "Beats by > 1 std")  # fmt: skip
+    cells = [
+        [METHODS.get(c["against"], c["against"]), c["metric"], str(c["n"]),
+         "n/a" if c["mean_diff"] is None else f"{100 * c['mean_diff']:+.1f}",
+         "n/a" if c["std_diff"] is None else f"{100 * c['std_diff']:.1f}",
+         _num(c["p_value"]), "yes" if c["beats_by_one_std"] else "no"]
+        for c in comparisons
+    ]  # fmt: skip
+    return markdown_table(header, cells)
+
+
 def _pct(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
@@ -116,6 +178,7 @@ def to_markdown(rows: Sequence[dict]) -> str:
             [
                 row["label"],
                 _pct(row["clip_acc_mean"], row["clip_acc_std"]),
+                _pct(row.get("file_acc_mean"), row.get("file_acc_std")),
                 _pct(row["track_acc_mean"], row["track_acc_std"]),
                 _count(row["params"]),
                 _count(row["macs"]),
@@ -155,6 +218,10 @@ def render_report(report: dict) -> str:
         f"and the hand CNN; {mc['steps_per_epoch']} steps per epoch at batch size {b['batch_size']}.",
         "",
     ]
+    if report.get("paired"):
+        lines += ["## ENAS against the random baselines, paired over seeds", "", paired_markdown(report["paired"]),
+                  "Difference = ENAS − baseline on the same seed. With n seeds the two-sided Wilcoxon p can be no "
+                  "smaller than 2 / 2^n (0.0625 for 5 seeds).", ""]  # fmt: skip
     per_seed = report["ranking"]["per_seed"]
     if per_seed:
         lines += ["## Ranking quality (shared-weight vs stand-alone accuracy)", ""]
