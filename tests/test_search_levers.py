@@ -193,3 +193,13 @@ def test_reference_presets_follow_the_authors_search_scripts():
     assert macro.child_weight_decay == pytest.approx(5e-4) and micro.child_weight_decay == pytest.approx(2e-4)
     assert (macro.controller_bn, micro.controller_bn) == ("eval", "batch")
     assert preset("cpu", "macro").child_dropout == 0.0  # the cpu preset is not the reference
+
+
+def test_cli_resume_refuses_another_policy(data, rt, tmp_path, capsys):
+    """`musicnas search --resume RUN --controller factorized` on an LSTM run is an error, not ignored."""
+    from test_search_cli import run_cli
+
+    run_dir = tmp_path / "run"
+    run_search(tiny_config(epochs=2, max_steps=2), data, run_dir, rt)
+    code, _, err = run_cli(["search", "--resume", str(run_dir), "--controller", "factorized"], capsys)
+    assert code != 0 and "different settings for: controller" in err, err

@@ -165,8 +165,9 @@ def search(
             )
         # run_search merges these into the run's own config (None: keep the run's value)
         given = {"epochs": epochs, "data": str(data_path) if data_path else None, "cache_dir": cache_dir,
-                 "checkpoint_every_steps": checkpoint_every, "controller": controller,
-                 "controller_bn": controller_bn}  # fmt: skip
+                 "checkpoint_every_steps": checkpoint_every}  # fmt: skip
+        # a policy option that differs from the run's own is refused, not silently ignored
+        given.update({k: v for k, v in (("controller", controller), ("controller_bn", controller_bn)) if v})
         out = Path(resume_dir)
     else:
         if data_path is None:
