@@ -31,14 +31,26 @@ from musicnas.data.cache import open_data
 from musicnas.runtime import derive_seed, make_generator
 from musicnas.search.random_search import run_uniform_search, sample_distinct_archs
 from musicnas.search.scoring import BN_MODES
+from musicnas.spaces import load_arch
 from musicnas.utils.io import atomic_write_json
 
 REPEAT_SEED_OFFSET = 1000  # training seed of the ground truth's second training
 
 
 def standalone(bench, archs, seed, out: Path, epochs: int) -> list[float]:
+    """Validation clip accuracy of each architecture trained from scratch; a finished training of the
+    same architecture and epochs (a stopped study run again) is read back instead of redone."""
     accs = []
     for i, arch in enumerate(archs):
+        done = out / f"{i:02d}" / "summary.json"
+        if done.is_file():
+            summary = json.loads(done.read_text(encoding="utf-8"))
+            if (
+                load_arch(done.parent / "arch.json").key() == arch.key()
+                and summary.get("epochs_run") == epochs
+            ):
+                accs.append(float(summary["val"]["clip_accuracy"]))
+                continue
         summary, _ = _retrain(bench, arch, seed, out / f"{i:02d}", epochs)
         accs.append(float(summary["val"]["clip_accuracy"]))
     return accs
