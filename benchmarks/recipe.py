@@ -114,7 +114,9 @@ def main(
     try:
         seeds = [int(s) for s in seeds.split(",")]
     except ValueError:
-        raise click.BadParameter(f"{seeds!r}: expected comma-separated integers", param_hint="--seeds") from None
+        raise click.BadParameter(
+            f"{seeds!r}: expected comma-separated integers", param_hint="--seeds"
+        ) from None
     rt = setup("cpu", threads)
     dataset = open_data(data, cache, config=FeatureConfig(**_pairs(feature, "--feature")))
     floor = file_floor(dataset)

@@ -452,5 +452,14 @@ def _mixed_loss(criterion, logits, y, y_b, lam: float, rt: Runtime) -> torch.Ten
 def _headline(metrics: dict | None) -> dict | None:
     if metrics is None:
         return None
-    keys = ("clips", "files", "tracks", "clip_accuracy", "file_accuracy", "track_accuracy", "macro_f1", "loss")
+    keys = (
+        "clips",
+        "files",
+        "tracks",
+        "clip_accuracy",
+        "file_accuracy",
+        "track_accuracy",
+        "macro_f1",
+        "loss",
+    )
     return {k: metrics[k] for k in keys}
