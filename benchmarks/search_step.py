@@ -158,7 +158,6 @@ def musicnas_worker(spec: dict) -> dict:
         zero = torch.zeros(())
         fixed = ControllerSample(arch=arch, log_prob=zero, entropy=zero, skip_penalty=zero)
         run.controller.sample = lambda: fixed
-        run._t0 = time.perf_counter()  # what SearchRun.run() sets before its loop (rows carry times)
         indices = data.split_indices("train")
         times = []
         for step in range(spec["warmup"] + spec["steps"]):
