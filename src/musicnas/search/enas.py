@@ -195,7 +195,8 @@ class SearchRun:
                     **config.controller_options,
                 )
         self.controller: Controller = controller
-        self._t0 = time.perf_counter()  # row timestamps; run() resets it to include a resumed run's elapsed time
+        # row timestamps; run() resets the clock to include a resumed run's elapsed time
+        self._t0 = time.perf_counter()
         distributed.check_space(self.space)
         # under torchrun: batch norm over the global batch, rank 0's weights (identity in one process)
         self.model = distributed.prepare_model(self.model, rt)
