@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from musicnas.training.augment import (
     AugmentConfig,
     SpectrogramAugment,
+    gain_and_tilt,
     mixup,
     random_time_crop,
     spec_augment,
@@ -120,3 +121,26 @@ def test_mixup_is_a_convex_combination_with_a_seeded_permutation():
 def test_augment_runs_on_the_batch_device(device):
     x = _batch().to(device)
     assert SpectrogramAugment(AugmentConfig())(x, _gen(0)).device == x.device
+
+
+def test_gain_and_tilt_add_an_offset_linear_over_bands_and_constant_over_time():
+    x = torch.randn(5, 1, 16, 20)
+    out = gain_and_tilt(x, 0.5, 0.3, torch.Generator().manual_seed(3))
+    shift = (out - x).double()
+    assert torch.allclose(shift, shift[..., :1].expand_as(shift), atol=1e-6)  # same at every frame
+    per_band = shift[:, 0, :, 0]  # [B, F]
+    second_diff = per_band[:, 2:] - 2 * per_band[:, 1:-1] + per_band[:, :-2]
+    assert torch.allclose(second_diff, torch.zeros_like(second_diff), atol=1e-5)  # linear over bands
+    offset = per_band.mean(1)  # the ramp is centred, so the mean is the gain
+    slope_end = per_band[:, -1] - offset  # the ramp's value at the highest band is the tilt
+    assert offset.abs().max() <= 0.5 + 1e-6 and slope_end.abs().max() <= 0.3 + 1e-6
+    assert len(set(offset.round(decimals=4).tolist())) == 5  # each example its own draw
+    assert slope_end.abs().max() > 0.01  # a tilt, not only a level change
+
+
+def test_gain_and_tilt_off_leaves_batch_and_generator_untouched():
+    x = torch.randn(3, 1, 8, 10)
+    g = torch.Generator().manual_seed(1)
+    before = g.get_state()
+    assert gain_and_tilt(x, 0.0, 0.0, g) is x
+    assert torch.equal(g.get_state(), before)  # default runs draw exactly what they drew before

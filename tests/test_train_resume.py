@@ -152,3 +152,57 @@ def test_bad_options_are_user_errors():
         TrainConfig(batch_size=1)
     with pytest.raises(MusicnasError, match="unknown training options"):
         TrainConfig.from_dict({"epochz": 3})
+
+
+def test_weight_average_follows_the_ema_formula_and_copies_integer_buffers():
+    from musicnas.training.trainer import WeightAverage
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    avg = WeightAverage(model, decay=0.75)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model.train()
+    model(torch.randn(4, 3))  # moves running stats, counts a batch
+    avg.update(model)
+    now = model.state_dict()
+    for key, value in avg.state.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, 0.75 * start[key] + 0.25 * now[key]), key
+        else:
+            assert torch.equal(value, now[key]), key  # num_batches_tracked: copied, not averaged
+    with avg.swapped_into(model) as inside:
+        assert torch.allclose(inside[0].weight, avg.state["0.weight"])
+    assert torch.equal(model[0].weight, now["0.weight"])  # restored after
+
+
+def test_ema_training_saves_the_average_and_resumes_bit_identically(tiny_cache, tmp_path, rt, uninterrupted):
+    config = CONFIG.replace(ema_decay=0.9)
+    full = tmp_path / "full"
+    train_arch(_arch(), tiny_cache, full, config, rt, seed=7, show_progress=False)
+    averaged = load_file(full / "model.safetensors")
+    plain = load_file(uninterrupted[0] / "model.safetensors")  # same seed and settings, no average
+    assert averaged.keys() == plain.keys()
+    assert any(not torch.equal(averaged[k], plain[k]) for k in plain if plain[k].is_floating_point())
+
+    out = tmp_path / "cut"
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_arch(
+            _arch(), tiny_cache, out, config, rt, seed=7, on_epoch_end=stop_after_two, show_progress=False
+        )
+    train_arch(_arch(), tiny_cache, out, config, rt, seed=7, resume=True, show_progress=False)
+    resumed = load_file(out / "model.safetensors")
+    for key in averaged:
+        assert torch.equal(resumed[key], averaged[key]), key
+    assert _history(out) == _history(full)
+
+
+def test_ema_decay_out_of_range_is_refused():
+    with pytest.raises(MusicnasError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)

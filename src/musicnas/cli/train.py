@@ -76,6 +76,26 @@ log = logging.getLogger(__name__)
     "--mixup", type=NON_NEGATIVE_FLOAT, default=None, help="Mixup alpha, 0 to switch off [default: 0]."
 )
 @click.option(
+    "--gain",
+    type=NON_NEGATIVE_FLOAT,
+    default=None,
+    help="Random level offset per clip, up to this many normalised units (about one band std), 0 off "
+    "[default: 0].",
+)
+@click.option(
+    "--tilt",
+    type=NON_NEGATIVE_FLOAT,
+    default=None,
+    help="Random spectral tilt per clip (a ramp over the mel bands reaching this many normalised units at "
+    "each end), 0 off [default: 0].",
+)
+@click.option(
+    "--ema-decay",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=None,
+    help="Average the weights with this decay per step and select and save the average, 0 off [default: 0].",
+)
+@click.option(
     "--patience",
     type=NON_NEGATIVE_INT,
     default=None,
@@ -102,6 +122,9 @@ def train(
     lr,
     label_smoothing,
     mixup,
+    gain,
+    tilt,
+    ema_decay,
     patience,
     measure_latency,
     cache,
@@ -130,6 +153,9 @@ def train(
         "label_smoothing": label_smoothing,
         "patience": patience,
         "augment_mixup_alpha": mixup,
+        "augment_gain": gain,
+        "augment_tilt": tilt,
+        "ema_decay": ema_decay,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     model_opts = {"channels": channels, "dropout": dropout}

@@ -3,7 +3,8 @@
 ENAS trained on CIFAR with random crop and horizontal flip; neither means anything on a spectrogram
 (flipping time reverses the music, shifting frequency changes pitch and timbre). In their place (see
 shared/docs/enas-reference.md section 6): a random time crop placed at a random offset, a circular time
-shift, and SpecAugment-style time and frequency masks. Mixup is optional.
+shift, and SpecAugment-style time and frequency masks. A random gain and spectral tilt, and mixup, are
+optional.
 
 Every function takes an explicit ``torch.Generator`` (on the CPU): the random parameters are drawn there
 and then moved to the batch's device, so the same generator state gives the same batch on any device and
@@ -30,6 +31,11 @@ class AugmentConfig:
     time_masks: int = 2
     time_mask_width: int = 12  # frames, upper bound per mask
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing weight; 0 turns mixup off
+    # A recording's level and EQ differ from another's without changing what it is: a random gain (the
+    # same offset on every band) and a random spectral tilt (a linear ramp over the bands, low end down
+    # and high end up or the reverse), in units of the normalised features (about one band std).
+    gain: float = 0.0  # offset uniform in [-gain, gain]
+    tilt: float = 0.0  # ramp from -t at the lowest band to +t at the highest, t uniform in [-tilt, tilt]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +133,21 @@ def mixup(
     return lam * x + (1.0 - lam) * x[perm], y, y[perm], lam
 
 
+def gain_and_tilt(x: torch.Tensor, gain: float, tilt: float, generator: torch.Generator) -> torch.Tensor:
+    """Adds a per-example level offset in ``[-gain, gain]`` and a per-example linear tilt over the mel
+    bands (``-t`` at the lowest band to ``+t`` at the highest, ``t`` in ``[-tilt, tilt]``): a recording
+    played louder or through another EQ, on log-mel features."""
+    if gain <= 0 and tilt <= 0:
+        return x
+    b, n_mels = x.shape[0], x.shape[-2]
+    offset = (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * gain  # [B]
+    slope = (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * tilt  # [B]
+    ramp = torch.linspace(-1.0, 1.0, n_mels, dtype=torch.float64) if n_mels > 1 else torch.zeros(1)
+    shift = offset[:, None] + slope[:, None] * ramp[None, :]  # [B, F]
+    shift = shift.view(b, *([1] * (x.dim() - 3)), n_mels, 1).to(device=x.device, dtype=x.dtype)
+    return x + shift
+
+
 class SpectrogramAugment:
     """Applies the configured crop, shift and masks to a training batch (not mixup: that changes the
     targets, so the trainer calls :func:`mixup` itself)."""
@@ -139,4 +160,5 @@ class SpectrogramAugment:
         frames = x.shape[-1]
         x = random_time_crop(x, c.crop_min_fraction, generator)
         x = time_shift(x, int(round(c.max_shift_fraction * frames)), generator)
+        x = gain_and_tilt(x, c.gain, c.tilt, generator)
         return spec_augment(x, generator, c.freq_masks, c.freq_mask_width, c.time_masks, c.time_mask_width)

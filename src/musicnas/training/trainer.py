@@ -65,6 +65,9 @@ class TrainConfig:
     patience: int = 6  # stop after this many epochs without a better val accuracy (0: never)
     eval_batch_size: int = 128
     amp: bool = True  # autocast when the runtime's precision is bf16 (CUDA, CPUs with native bf16)
+    # An exponential moving average of the weights (and batch-norm statistics), updated every step; when
+    # on, validation, selection and the saved model use the average. 0 turns it off.
+    ema_decay: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -79,6 +82,10 @@ class TrainConfig:
             problems.append(f"label_smoothing={self.label_smoothing} (need 0 <= x < 1)")
         if self.patience < 0:
             problems.append(f"patience={self.patience} (need >= 0)")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay={self.ema_decay} (need 0 <= x < 1; 0 turns the average off)")
+        if self.augment.gain < 0 or self.augment.tilt < 0:
+            problems.append(f"gain={self.augment.gain}, tilt={self.augment.tilt} (need >= 0)")
         if self.augment.mixup_alpha < 0:
             problems.append(f"mixup_alpha={self.augment.mixup_alpha} (need >= 0)")
         if problems:
@@ -148,6 +155,50 @@ def _model_cost(model: nn.Module, input_shape) -> dict | None:
         return {"params": int(sum(p.numel() for p in model.parameters())), "macs": None}
 
 
+class WeightAverage:
+    """An exponential moving average of a model's state (``avg = decay·avg + (1−decay)·current`` for
+    floating-point tensors; integer buffers such as batch norm's step count are copied).
+
+    ``torch.optim.swa_utils.AveragedModel`` with buffers would lerp integer buffers too (an error), and
+    it keeps a second copy of the module; a dict of tensors is all that selection and checkpoints need."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        current = model.state_dict()
+        floats = [k for k, v in self.state.items() if v.is_floating_point()]
+        torch._foreach_lerp_([self.state[k] for k in floats], [current[k].detach() for k in floats],
+                             1.0 - self.decay)  # fmt: skip
+        for k, v in self.state.items():
+            if not v.is_floating_point():
+                v.copy_(current[k])
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in self.state.items():
+            v.copy_(state[k])
+
+    def swapped_into(self, model: nn.Module):
+        """A context in which ``model`` holds the averaged state; its own state is restored after."""
+        return _SwappedState(model, self.state)
+
+
+class _SwappedState:
+    def __init__(self, model: nn.Module, state: dict[str, torch.Tensor]):
+        self.model, self.state = model, state
+
+    def __enter__(self):
+        self.saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.state)
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.load_state_dict(self.saved)
+        return False
+
+
 class Training:
     """One resumable training of ``model`` into ``out_dir``: :meth:`resume`, :meth:`run_epoch` until
     :attr:`done`, :meth:`finish`. :func:`train_model` drives it.
@@ -196,6 +247,7 @@ class Training:
         self.epoch = 0
         self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
         self.best_state = _cpu_state(model)
+        self.average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
         self.history: list[dict] = []
         self.bad_epochs = 0
         self.stopped_early = False
@@ -236,6 +288,8 @@ class Training:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.generator.set_state(state["generator"])
+            if self.average is not None:
+                self.average.load_state(state["average"])
             RngState.restore(state, self.rt)
         except (KeyError, RuntimeError, ValueError) as exc:
             raise MusicnasError(
@@ -287,6 +341,8 @@ class Training:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.average is not None:
+                self.average.update(model)
             step_loss, step_correct, n = distributed.all_sum(
                 [float(loss.detach()) * y.shape[0], int((logits.detach().argmax(1) == y).sum()), y.shape[0]]
             )
@@ -313,7 +369,11 @@ class Training:
             self.model.set_progress(self.epoch / cfg.epochs)
         train_loss, train_acc = self._train_steps()
         lr_now = self.optimizer.param_groups[0]["lr"]
-        val_logits = self._val_logits()
+        if self.average is None:
+            val_logits = self._val_logits()
+        else:
+            with self.average.swapped_into(self.model):
+                val_logits = self._val_logits()
         val_loss, val_acc = _val_loss_acc(val_logits, self.val_labels)
         self.epoch += 1
         # Selection: best val accuracy, ties broken by lower val loss. Patience counts epochs without a
@@ -323,7 +383,10 @@ class Training:
             val_acc == self.best["val_acc"] and val_loss < self.best["val_loss"]
         ):
             self.best = {"epoch": self.epoch, "val_acc": val_acc, "val_loss": val_loss}
-            self.best_state = _cpu_state(self.model)
+            if self.average is None:
+                self.best_state = _cpu_state(self.model)
+            else:
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.average.state.items()}
         if cfg.patience and self.bad_epochs >= cfg.patience and self.epoch < cfg.epochs:
             self.stopped_early = True
             log.info(
@@ -365,6 +428,7 @@ class Training:
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
             generator=self.generator.get_state(),
+            average=None if self.average is None else {k: v.cpu() for k, v in self.average.state.items()},
             best=self.best,
             best_state=self.best_state,
             history=self.history,
