@@ -1,4 +1,5 @@
-"""The frequency-banded classifier head (macro space ``head_bands``)."""
+"""The classifier head options of the macro space: frequency bands (``head_bands``) and statistics
+pooling (``head_pool``)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,33 @@ def test_fixed_search_and_extracted_nets_use_the_bands():
     x = torch.randn(2, 1, 16, 12)
     torch.testing.assert_close(sub(x), search(x, arch))
     assert fixed(x).shape == (2, 5)
+
+
+def test_avg_std_pool_is_mean_and_time_std_and_tells_apart_steady_from_varying():
+    torch.manual_seed(0)
+    head = GlobalAvgPoolHead(3, 4, pool="avg_std").eval()
+    x = torch.randn(2, 3, 8, 5)
+    over_freq = x.mean(2)  # [B, C, T]
+    features = torch.cat([over_freq.mean(-1), over_freq.std(-1, unbiased=False)], 1)
+    torch.testing.assert_close(head(x), head.linear(features), atol=1e-4, rtol=1e-4)
+    steady = torch.full((1, 3, 8, 6), 0.5)
+    varying = torch.zeros(1, 3, 8, 6)
+    varying[..., ::2] = 1.0  # the same mean, switching on and off through time
+    plain = GlobalAvgPoolHead(3, 4).eval()
+    torch.testing.assert_close(plain(steady), plain(varying))
+    assert not torch.allclose(head(steady), head(varying))
+
+
+def test_avg_std_space_round_trips_builds_all_nets_and_refuses_unknown_pools():
+    torch.manual_seed(0)
+    space = MacroSpace(num_layers=3, channels=4, head_pool="avg_std")
+    arch = space.sample(2)
+    assert load_arch(arch.to_json()) == arch
+    assert "head_pool" not in MacroSpace(num_layers=3, channels=4).sample(0).to_json()["space"]
+    fixed = FixedMacroNet(arch, num_classes=5)
+    assert fixed.head.linear.in_features == 2 * fixed.out_channels
+    search = MacroSearchNet(space, num_classes=5).eval()
+    x = torch.randn(2, 1, 16, 12)
+    torch.testing.assert_close(extract_subnet(search, arch).eval()(x), search(x, arch))
+    with pytest.raises(MusicnasError, match="head_pool"):
+        MacroSpace(head_pool="max")

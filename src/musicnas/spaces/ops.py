@@ -224,6 +224,9 @@ class Identity(nn.Module):
         return x
 
 
+HEAD_POOLS = ("avg", "avg_std")
+
+
 class GlobalAvgPoolHead(nn.Module):
     """Average pool -> dropout -> bias-free linear (the reference's classifier head).
 
@@ -231,19 +234,34 @@ class GlobalAvgPoolHead(nn.Module):
     frequency axis is pooled into that many bands, each band's channels feeding the classifier on its
     own: a spectrogram's rows are not interchangeable (where in frequency energy sits is much of what
     tells one soundtrack from another, and what a linear model on per-band statistics uses), while a
-    global pool keeps only what a feature looks like, not at which pitch range it fired."""
+    global pool keeps only what a feature looks like, not at which pitch range it fired.
 
-    def __init__(self, c_in: int, num_classes: int, dropout: float = 0.0, relu: bool = False, bands: int = 1):
+    ``pool`` "avg_std" adds each channel's standard deviation over time (of its band average) beside the
+    mean ("statistics pooling", as speaker and language embeddings do): how much a feature varies through
+    the clip, which a mean hides and which the log-mel floor's per-band std and delta features carry."""
+
+    def __init__(self, c_in: int, num_classes: int, dropout: float = 0.0, relu: bool = False, bands: int = 1,
+                 pool: str = "avg"):  # fmt: skip
         super().__init__()
+        if pool not in HEAD_POOLS:
+            raise ValueError(f"head pool must be one of {HEAD_POOLS}, got {pool!r}")
         self.relu = relu
         self.bands = int(bands)
+        self.pool = pool
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(c_in * self.bands, num_classes, bias=False)
+        stats = 2 if pool == "avg_std" else 1
+        self.linear = nn.Linear(c_in * self.bands * stats, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.relu:
             x = F.relu(x)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, (self.bands, 1)), 1)
+        if self.pool == "avg":
+            x = torch.flatten(F.adaptive_avg_pool2d(x, (self.bands, 1)), 1)
+        else:
+            per_frame = F.adaptive_avg_pool2d(x, (self.bands, x.shape[-1]))  # [B, C, bands, T]
+            mean = per_frame.mean(-1)
+            std = (per_frame - mean.unsqueeze(-1)).square().mean(-1).add(1e-5).sqrt()
+            x = torch.cat([torch.flatten(mean, 1), torch.flatten(std, 1)], 1)
         return self.linear(self.dropout(x))
 
 

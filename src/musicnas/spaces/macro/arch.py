@@ -30,6 +30,7 @@ from musicnas.spaces.fields import (
     fields_from_options,
     soft_int,
 )
+from musicnas.spaces.ops import HEAD_POOLS
 
 OP_NAMES = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")
 
@@ -53,7 +54,8 @@ class MacroSpace:
     ``cpu`` search preset uses it).
 
     ``head_bands`` > 1 makes the classifier head keep that many frequency bands instead of one global
-    average (see :class:`~musicnas.spaces.ops.GlobalAvgPoolHead`); 1 is the reference's head."""
+    average (see :class:`~musicnas.spaces.ops.GlobalAvgPoolHead`); 1 is the reference's head.
+    ``head_pool`` "avg_std" adds each channel's standard deviation over time to the head's average."""
 
     num_layers: int = DEFAULT_LAYERS
     num_branches: int = DEFAULT_BRANCHES
@@ -61,6 +63,7 @@ class MacroSpace:
     channels: int = DEFAULT_CHANNELS
     stem_stride: int = 1
     head_bands: int = 1
+    head_pool: str = "avg"
 
     type: ClassVar[str] = "macro"
 
@@ -97,6 +100,10 @@ class MacroSpace:
             raise MusicnasError(f"macro space: head_bands must be 1 to {MAX_HEAD_BANDS}, got {head_bands}")
         object.__setattr__(self, "stem_stride", stem_stride)
         object.__setattr__(self, "head_bands", head_bands)
+        if self.head_pool not in HEAD_POOLS:
+            raise MusicnasError(
+                f"macro space: head_pool must be one of {', '.join(HEAD_POOLS)}, got {self.head_pool!r}"
+            )
 
     # ----- structure ---------------------------------------------------------------------------------
     @property
@@ -141,6 +148,7 @@ class MacroSpace:
             "stem_stride": self.stem_stride,
             # written only when set, so architectures of the reference head keep their JSON and keys
             **({"head_bands": self.head_bands} if self.head_bands != 1 else {}),
+            **({"head_pool": self.head_pool} if self.head_pool != "avg" else {}),
         }
 
     @classmethod
@@ -158,7 +166,7 @@ class MacroSpace:
     # CLI option -> field (the one mapping: `musicnas search`, `musicnas arch` and the benchmark use it)
     OPTIONS: ClassVar[dict[str, str]] = {"layers": "num_layers", "branches": "num_branches",
         "whole_channels": "whole_channels", "channels": "channels", "stem_stride": "stem_stride",
-        "head_bands": "head_bands"}  # fmt: skip
+        "head_bands": "head_bands", "head_pool": "head_pool"}  # fmt: skip
 
     @classmethod
     def from_options(cls, **options: Any) -> MacroSpace:

@@ -64,7 +64,9 @@ class ExtractedMacroNet(MacroLayerChain):
         self.reductions = nn.ModuleDict(
             {f"{p}_{t}": FactorizedReduction(c, c) for p, ts in self.needed.items() for t in ts}
         )
-        self.head = GlobalAvgPoolHead(c, num_classes, dropout, bands=arch.space.head_bands)
+        self.head = GlobalAvgPoolHead(
+            c, num_classes, dropout, bands=arch.space.head_bands, pool=arch.space.head_pool
+        )
         self.aux_weight = 0.0
 
 

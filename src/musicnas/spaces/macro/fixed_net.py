@@ -145,4 +145,6 @@ class FixedMacroNet(MacroLayerChain):
                     self.reductions[f"{layer}_{t}"] = FactorizedReduction(width, 2 * width)
                 width *= 2
         self.out_channels = width
-        self.head = GlobalAvgPoolHead(width, num_classes, dropout, bands=arch.space.head_bands)
+        self.head = GlobalAvgPoolHead(
+            width, num_classes, dropout, bands=arch.space.head_bands, pool=arch.space.head_pool
+        )

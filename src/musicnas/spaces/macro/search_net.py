@@ -182,7 +182,7 @@ class MacroSearchNet(nn.Module):
                 for p in space.pool_layers
             }
         )
-        self.head = GlobalAvgPoolHead(c, num_classes, dropout, bands=space.head_bands)
+        self.head = GlobalAvgPoolHead(c, num_classes, dropout, bands=space.head_bands, pool=space.head_pool)
 
     def check_arch(self, arch: MacroArch) -> None:
         if not isinstance(arch, MacroArch) or arch.space != self.space:
