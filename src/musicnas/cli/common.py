@@ -124,7 +124,7 @@ def space_size_options(func):
                      help="Search space [default: macro]."),
         click.option("--layers", type=LAYERS, default=None, help="Macro: layers [preset: cpu 6, reference 12]."),
         click.option("--channels", type=CHANNELS, default=None,
-                     help="Channels of the search network [preset: macro cpu 24, reference 36]."),
+                     help="Channels of the search network [preset: macro cpu 12, reference 36]."),
         click.option("--branches", type=click.IntRange(4, 6), default=None, help="Macro: ops to choose from, 4-6 [6]."),
         click.option("--whole-channels/--channel-ranges", default=None,
                      help="Macro: one op per layer (default), or every op on a searched channel range."),

@@ -40,7 +40,7 @@ class SearchConfig:
     space_options: dict = field(
         default_factory=lambda: {
             "num_layers": 6,
-            "channels": 24,
+            "channels": 12,
             "num_branches": 6,
             "whole_channels": True,
             "stem_stride": 2,
@@ -237,7 +237,7 @@ def _cpu(space: str) -> dict:
         # stride-2 stem: ~4x less work on a 64x94 log-mel, so the demo search fits a few minutes on 2 cores
         values["space_options"] = {
             "num_layers": 6,
-            "channels": 24,
+            "channels": 12,
             "num_branches": 6,
             "whole_channels": True,
             "stem_stride": 2,
