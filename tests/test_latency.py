@@ -498,3 +498,18 @@ def test_model_card_front_matter_holds_the_listed_fields(tmp_path):
     assert meta["search"]["seed"] == 3 and meta["search"]["config"]["cost_target"] == 2.0
     assert meta["search"]["config"]["space_options"] == {"num_layers": 2}
     assert meta["search"]["arch_latency"] == {"predicted_ms": 1.9, "measured_ms": 2.1}
+
+
+def test_the_head_part_is_the_networks_head_with_bands_and_statistics_pooling():
+    space = MacroSpace(
+        num_layers=2, channels=4, num_branches=4, stem_stride=2, head_bands=2, head_pool="avg_std"
+    )
+    arch = space.sample(0)
+    head = arch_parts(arch, INPUT, 5)[-1]
+    assert head.key.endswith("/k5/b2/avg_std")
+    module, (x,) = head.build()
+    net_head = FixedMacroNet(arch, num_classes=5).head
+    assert [p.shape for p in module.parameters()] == [p.shape for p in net_head.parameters()]
+    net_head.load_state_dict(module.state_dict())
+    with torch.no_grad():
+        assert torch.equal(module.eval()(x), net_head.eval()(x))  # the same computation
