@@ -30,7 +30,7 @@ from musicnas import runtime
 from musicnas.baselines.budget import parse_budget
 from musicnas.baselines.harness import Bench, make_space, search_config, train_config
 from musicnas.latency.measure import deployed_from_arch, measure_deployed
-from musicnas.latency.table import model_for_search, random_archs
+from musicnas.latency.table import DEFAULT_TABLE_ROUNDS, DEFAULT_TABLE_RUNS, model_for_search, random_archs
 from musicnas.utils.io import atomic_write_json
 
 WITHIN = 0.10
@@ -38,7 +38,9 @@ WITHIN = 0.10
 
 def measure_ms(arch, data, backend: str, threads: int) -> float:
     net = deployed_from_arch(arch, data.num_classes, data.config, int(data.input_shape[0]))
-    return measure_deployed(net, backend, threads).median_ms
+    return measure_deployed(
+        net, backend, threads, runs=DEFAULT_TABLE_RUNS, rounds=DEFAULT_TABLE_ROUNDS
+    ).latency_ms
 
 
 def retrain(bench: Bench, arch, seed: int, out: Path, epochs: int) -> dict:

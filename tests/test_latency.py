@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from musicnas.latency.measure import ROUND_WARMUP, summarise, time_interleaved
 from musicnas.latency.parts import arch_part_keys, arch_parts, space_parts
 from musicnas.latency.table import (
     LatencyModel,
     fit_robust,
-    fit_scale_overhead,
+    fit_scales,
     load_model,
+    part_kind,
+    repeatability,
     save_model,
 )
 from musicnas.runtime import MusicnasError
@@ -35,7 +38,7 @@ INPUT = (1, 64, 94)  # default feature options (the tiny cache's)
 def hand_table(num_classes: int = 3, scale: float = 1.25, overhead: float = 0.5) -> LatencyModel:
     """Every part of SPACE with a distinct, hand-set latency (no measurement)."""
     entries = {p.key: 0.01 * (i + 1) for i, p in enumerate(space_parts(SPACE, INPUT, num_classes))}
-    return LatencyModel(SPACE, INPUT, num_classes, "onnxruntime", 1, entries, scale, overhead, 0.001)
+    return LatencyModel(SPACE, INPUT, num_classes, "onnxruntime", 1, entries, {"all": scale}, overhead, 0.001)
 
 
 def test_parts_of_an_architecture_by_hand():
@@ -103,12 +106,98 @@ def test_prediction_is_scale_times_the_sum_of_entries_plus_overhead():
 
 def test_fit_recovers_a_line_and_leaves_out_a_disturbed_measurement():
     sums = [1.0, 1.5, 2.0, 2.5, 3.0]
-    assert fit_scale_overhead(sums, [1.2 * s + 0.3 for s in sums]) == pytest.approx((1.2, 0.3))
-    rows = [{"sum_ms": s, "measured_ms": 1.2 * s + 0.3} for s in sums]
+    scales, overhead = fit_scales([[v] for v in sums], [1.2 * v - 0.3 for v in sums])
+    assert scales == pytest.approx([1.2]) and overhead == pytest.approx(-0.3)  # the overhead may be negative
+    rows = [{"sums_ms": {"all": v}, "measured_ms": 1.2 * v + 0.3} for v in sums]
     rows[2]["measured_ms"] *= 2.0  # another process slowed this run down
-    assert fit_robust(rows) == pytest.approx((1.2, 0.3))
+    scales, overhead = fit_robust(rows, ["all"])
+    assert scales == pytest.approx({"all": 1.2}) and overhead == pytest.approx(0.3)
     assert [r["excluded"] for r in rows] == [False, False, True, False, False]
-    assert fit_scale_overhead([2.0], [2.5]) == pytest.approx((1.0, 0.5))  # one point: overhead only
+    scales, overhead = fit_scales([[2.0]], [2.5])  # one point: overhead only
+    assert scales == pytest.approx([1.0]) and overhead == pytest.approx(0.5)
+
+
+def test_per_kind_fit_recovers_known_scales_of_synthetic_part_costs():
+    """Whole-network latencies made from the table's own entries with a known scale per kind of part
+    (and a negative overhead): the per-kind fit on 30 architectures finds those scales and predicts 30
+    others exactly. Stem and head, which every architecture has once, cannot be told from the overhead:
+    they keep scale 1 and the overhead takes their difference."""
+    space = MacroSpace(num_layers=4, channels=4, num_branches=6, stem_stride=2)
+    entries = {p.key: 0.02 + 0.01 * (i % 7) for i, p in enumerate(space_parts(space, INPUT, 3))}
+    model = LatencyModel(space, INPUT, 3, "onnxruntime", 1, entries, groups="per-kind")
+    true = {"op/conv_3x3": 1.3, "op/conv_5x5": 1.1, "op/sep_conv_3x3": 0.8, "op/sep_conv_5x5": 0.9,
+            "op/avg_pool_3x3": 2.0, "op/max_pool_3x3": 1.7, "skip_mix": 1.4, "reduce": 2.5,
+            "stem": 3.0, "head": 0.5}  # fmt: skip
+
+    def measured(arch):
+        return sum(true[g] * v for g, v in model.group_sums_ms(arch).items()) - 0.2
+
+    archs = [space.sample(seed) for seed in range(60)]
+    rows = [{"sums_ms": model.group_sums_ms(a), "measured_ms": measured(a)} for a in archs[:30]]
+    groups = sorted({g for r in rows for g in r["sums_ms"]})
+    assert set(groups) == set(true)
+    model.scales, model.overhead_ms = fit_robust(rows, groups)
+    for group, scale in true.items():
+        expected = 1.0 if group in ("stem", "head") else scale
+        assert model.scales[group] == pytest.approx(expected, rel=1e-6), group
+    for arch in archs[30:]:
+        assert model.predict(arch) == pytest.approx(measured(arch), rel=1e-9)
+    assert not any(r["excluded"] for r in rows)
+    # one scale for all parts cannot fit these rows exactly: the grouping changes the model
+    one = LatencyModel(space, INPUT, 3, "onnxruntime", 1, entries)
+    one_rows = [{"sums_ms": one.group_sums_ms(a), "measured_ms": measured(a)} for a in archs[:30]]
+    one.scales, one.overhead_ms = fit_robust(one_rows, ["all"], tolerance=1.0)
+    assert max(abs(one.predict(a) / measured(a) - 1) for a in archs[30:]) > 0.01
+
+
+def test_a_scale_the_fit_would_zero_stays_one():
+    """A group whose sum does not explain the latency would get scale 0 from NNLS (its op free for a
+    latency-aware search): it is kept at 1 and the others refitted with it."""
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    b = np.array([0.5, 0.1, 0.4, 0.2, 0.3])
+    y = 2.0 * a - 3.0 * b + 1.0  # more of b makes it faster: no non-negative scale does that
+    scales, overhead = fit_scales(np.stack([a, b], axis=1), y)
+    assert scales[1] == 1.0 and scales[0] > 0
+    assert overhead == pytest.approx(float(np.mean(y - a * scales[0] - b)))
+
+
+def test_part_kinds():
+    assert part_kind("op/sep_conv_3x3/c48/16x24") == "op/sep_conv_3x3"
+    assert [part_kind(k) for k in ("stem/c1-24/k3/s2/64x94", "skip_mix/n3/c48/16x24", "reduce/c24-48/32x47",
+                                   "head/c96/8x12/k10")] == ["stem", "skip_mix", "reduce", "head"]  # fmt: skip
+    with pytest.raises(MusicnasError, match="unknown fit grouping"):
+        LatencyModel(SPACE, INPUT, 3, "onnxruntime", 1, hand_table().entries, groups="per-op").predict(
+            SPACE.sample(0)
+        )
+
+
+def test_interleaved_rounds_spread_each_function_over_the_measurement():
+    calls: list[str] = []
+    fns = [lambda name=name: calls.append(name) for name in "abc"]
+    times = time_interleaved(fns, runs=12, warmup=5, rounds=4, seed=3)
+    assert [len(t) for t in times] == [12, 12, 12]
+    # each function: 5 warm-up calls in the first round, ROUND_WARMUP in each later one, 12 timed
+    assert all(calls.count(n) == 5 + 3 * ROUND_WARMUP + 12 for n in "abc")
+    # rounds: every function's calls are spread over the whole sequence, not one block after another
+    # (a round may end with the function the next one starts with, so 4 rounds give 3-4 blocks each)
+    blocks = [n for i, n in enumerate(calls) if i == 0 or calls[i - 1] != n]
+    assert all(3 <= blocks.count(n) <= 4 for n in "abc")
+    quarter = len(calls) // 4
+    assert all(n in calls[:quarter] and n in calls[-quarter:] for n in "abc")
+    assert [len(t) for t in time_interleaved(fns, runs=3, warmup=0, rounds=10)] == [
+        3,
+        3,
+        3,
+    ]  # <= 1 run a round
+    with pytest.raises(MusicnasError, match="rounds >= 1"):
+        time_interleaved(fns, runs=3, rounds=0)
+
+
+def test_latency_is_the_fastest_run_and_repeatability_compares_halves():
+    times = np.array([2.0, 9.0, 2.2, 2.1, 5.0, 2.4])
+    stats = summarise(times)
+    assert stats["latency_ms"] == 2.0 == stats["min_ms"] and stats["median_ms"] == pytest.approx(2.3)
+    assert repeatability(times) == pytest.approx(2.0 / 2.1 - 1.0)  # first three runs vs last three
 
 
 def test_table_file_round_trip_and_clear_errors(tmp_path, monkeypatch):
@@ -117,7 +206,7 @@ def test_table_file_round_trip_and_clear_errors(tmp_path, monkeypatch):
     path = save_model(model)
     assert path.parent == tmp_path / "cache" / "latency" and path.name.endswith("-onnxruntime-t1.json")
     data = json.loads(path.read_text())
-    assert data["format"] == "musicnas-latency-table" and data["version"] == 1 and "cpu" in data["machine"]
+    assert data["format"] == "musicnas-latency-table" and data["version"] == 2 and "cpu" in data["machine"]
     loaded = load_model(SPACE, INPUT, 3)
     arch = SPACE.sample(3)
     assert loaded.predict(arch) == pytest.approx(model.predict(arch))
@@ -125,10 +214,15 @@ def test_table_file_round_trip_and_clear_errors(tmp_path, monkeypatch):
         load_model(SPACE, INPUT, 4)
     with pytest.raises(MusicnasError, match="no latency table at .*build-table"):
         load_model(SPACE, INPUT, 3, threads=2)
-    data["version"] = 99
+    data["version"] = 1  # a table of the previous protocol
     path.write_text(json.dumps(data))
-    with pytest.raises(MusicnasError, match="version 99"):
+    with pytest.raises(
+        MusicnasError,
+        match="version 1; this musicnas reads version 2.*rebuild it with `musicnas latency build-table`",
+    ):
         load_model(SPACE, INPUT, 3)
+    with pytest.raises(MusicnasError, match="version 1"):
+        save_model(model, path)  # adding a table to an old file does not mix protocols either
 
 
 def test_tunas_reward_on_latency_by_hand_pulls_toward_the_target():
@@ -174,7 +268,8 @@ def test_latency_cli_json_has_the_documented_keys(tmp_path, capsys):
                                   "--runs", "50", "--warmup", "2", "--json", *extra], capsys)  # fmt: skip
         assert code == 0, err
         result = json.loads(out)
-        assert {"median_ms", "iqr_ms", "backend", "threads", "input", "machine"} <= set(result)
+        assert {"latency_ms", "median_ms", "iqr_ms", "backend", "threads", "input", "machine"} <= set(result)
+        assert result["latency_ms"] == result["min_ms"] <= result["median_ms"] and result["rounds"] == 5
         assert result["backend"] == backend and result["threads"] == 1 and result["runs"] == 50
         assert result["median_ms"] > 0 and result["p25_ms"] <= result["median_ms"] <= result["p75_ms"]
         assert result["iqr_ms"] == pytest.approx(result["p75_ms"] - result["p25_ms"])
@@ -203,15 +298,15 @@ def test_build_table_and_check_cli_on_a_tiny_space(tmp_path, capsys):
         "--table",
         str(table),
     ]
-    code, out, err = run_cli(["latency", "build-table", *space_args, "--runs", "5", "--fit-archs", "3",
-                              "--json"], capsys)  # fmt: skip
+    code, out, err = run_cli(["latency", "build-table", *space_args, "--runs", "5", "--rounds", "2",
+                              "--fit-archs", "3", "--json"], capsys)  # fmt: skip
     assert code == 0, err
     summary = json.loads(out)
     model = load_model(SPACE, INPUT, 3, path=table)
     assert set(model.entries) == {p.key for p in space_parts(SPACE, INPUT, 3)} and summary["entries"] == 13
-    assert len(model.fit["archs"]) == 3 and model.scale > 0
+    assert len(model.fit["archs"]) == 3 and model.scales["all"] > 0 and model.fit["rounds"] == 2
     code, out, err = run_cli(
-        ["latency", "check", *space_args, "--runs", "5", "--archs", "3", "--json"], capsys
+        ["latency", "check", *space_args, "--runs", "6", "--rounds", "2", "--archs", "3", "--json"], capsys
     )
     assert code == 0, err
     result = json.loads(out)
@@ -222,6 +317,9 @@ def test_build_table_and_check_cli_on_a_tiny_space(tmp_path, capsys):
         assert row["error"] == pytest.approx(row["predicted_ms"] / row["measured_ms"] - 1.0)
     within = np.mean([abs(r["error"]) <= 0.1 for r in result["rows"]])
     assert result["within_10pct"] == pytest.approx(within)
+    assert result["rounds"] == 2 and all(r["measured_ms"] <= r["median_ms"] for r in result["rows"])
+    halves = np.mean([abs(r["halves_diff"]) <= 0.1 for r in result["rows"]])
+    assert result["halves_within_10pct"] == pytest.approx(halves)
     code, _, err = run_cli(["latency", "check", "--space", "micro", "--table", str(table)], capsys)
     assert code == 2 and "micro" in err
 
@@ -247,7 +345,7 @@ def test_search_with_target_latency_records_predicted_and_measured(tiny_cache, t
     lat = arch_json["latency"]
     assert lat["target_ms"] == 0.9 and lat["predicted_ms"] == pytest.approx(model.predict(arch))
     assert lat["measured"]["backend"] == "onnxruntime" and lat["measured"]["threads"] == 1
-    assert lat["measured_ms"] == lat["measured"]["median_ms"] > 0 and lat["measured"]["runs"] >= 50
+    assert lat["measured_ms"] == lat["measured"]["latency_ms"] > 0 and lat["measured"]["runs"] >= 50
     assert lat["measured_error"] == pytest.approx(lat["measured_ms"] / 0.9 - 1.0)
     candidates = json.loads((run / "candidates.json").read_text())
     best = candidates["candidates"][0]
@@ -383,15 +481,35 @@ def test_model_card_front_matter_holds_the_listed_fields(tmp_path):
         json.dumps({**arch.to_json(), "latency": {"predicted_ms": 1.9, "measured_ms": 2.1}})
     )
     assert record_search_provenance(out, run / "arch.json")
-    measurement = {"median_ms": 1.5, "iqr_ms": 0.1, "runs": 100, "batch": 1, "backend": "onnxruntime", "threads": 1,
+    measurement = {"latency_ms": 1.2, "median_ms": 1.5, "iqr_ms": 0.1, "runs": 100, "batch": 1, "backend": "onnxruntime", "threads": 1,
                    "with_frontend": False, "machine": {"cpu": "Test CPU", "cores": 2}}  # fmt: skip
     record_latency(out, measurement)
     record_latency(out, {**measurement, "median_ms": 1.4})  # same setting: replaces, does not add
-    record_latency(out, {**measurement, "with_frontend": True, "median_ms": 3.0})
-    meta = parse_front_matter((out / CARD_FILE).read_text())
+    record_latency(out, {**measurement, "with_frontend": True, "median_ms": 3.0, "latency_ms": None})
+    card = (out / CARD_FILE).read_text()
+    meta = parse_front_matter(card)
     assert [(r["median_ms"], r["with_frontend"]) for r in meta["latency"]] == [(1.4, False), (3.0, True)]
+    assert [r["latency_ms"] for r in meta["latency"]] == [1.2, None]
+    assert (
+        "| 1.200 | 1.400 | 0.100 | onnxruntime |" in card and "| - | 3.000 |" in card
+    )  # an old record: no latency_ms
     assert meta["latency"][0]["backend"] == "onnxruntime" and meta["latency"][0]["threads"] == 1
     assert meta["latency"][0]["cpu"] == "Test CPU" and meta["latency"][0]["cores"] == 2
     assert meta["search"]["seed"] == 3 and meta["search"]["config"]["cost_target"] == 2.0
     assert meta["search"]["config"]["space_options"] == {"num_layers": 2}
     assert meta["search"]["arch_latency"] == {"predicted_ms": 1.9, "measured_ms": 2.1}
+
+
+def test_the_head_part_is_the_networks_head_with_bands_and_statistics_pooling():
+    space = MacroSpace(
+        num_layers=2, channels=4, num_branches=4, stem_stride=2, head_bands=2, head_pool="avg_std"
+    )
+    arch = space.sample(0)
+    head = arch_parts(arch, INPUT, 5)[-1]
+    assert head.key.endswith("/k5/b2/avg_std")
+    module, (x,) = head.build()
+    net_head = FixedMacroNet(arch, num_classes=5).head
+    assert [p.shape for p in module.parameters()] == [p.shape for p in net_head.parameters()]
+    net_head.load_state_dict(module.state_dict())
+    with torch.no_grad():
+        assert torch.equal(module.eval()(x), net_head.eval()(x))  # the same computation

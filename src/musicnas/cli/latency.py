@@ -60,8 +60,12 @@ def table_options(func):
                      help="Outputs of the classifier head."),
         click.option("--table", "table_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Table file [default: this machine's file in the user cache, see docs/latency.md]."),
-        click.option("--runs", type=click.IntRange(min=5), default=50, show_default=True,
-                     help="Timed runs per part and per architecture (after warm-up)."),
+        click.option("--runs", type=click.IntRange(min=5), default=200, show_default=True,
+                     help="Timed runs per part and per architecture (after warm-up), back to back; "
+                          "the latency is the fastest."),
+        click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="The runs are spread over this many rounds, interleaved across everything "
+                          "measured, so all see the same machine states (see docs/latency.md)."),
     ]  # fmt: skip
 
     @functools.wraps(func)
@@ -131,13 +135,17 @@ def latency():
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first."
 )
-@click.option("--gap-ms", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
-              help="Sleep before each timed run, so runs start with the CPU on a busy machine (0: back to back).")  # fmt: skip
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="The timed runs come in this many rounds, each after 2 untimed runs.")  # fmt: skip
+@click.option("--gap-ms", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Sleep before each timed run (0: back to back, the table's protocol; a gap times cold caches).")  # fmt: skip
 @click.option("--classes", "num_classes", type=click.IntRange(min=2), default=10, show_default=True,
               help="Outputs of the classifier head of an ARCH.json (a bundle has its own).")  # fmt: skip
 @click.option("--save", is_flag=True,
               help="MODEL_DIR only: record the measurement in MODEL_DIR/latency.json and its model card.")  # fmt: skip
-def measure(target, backend, threads, with_frontend, as_json, runs, warmup, gap_ms, num_classes, save):
+def measure(
+    target, backend, threads, with_frontend, as_json, runs, warmup, rounds, gap_ms, num_classes, save
+):
     """Measure the latency of TARGET: an architecture JSON (untrained weights: latency does not depend on
     them) or a model bundle folder."""
     from musicnas.latency.measure import deployed_from_path, measure_deployed
@@ -145,7 +153,7 @@ def measure(target, backend, threads, with_frontend, as_json, runs, warmup, gap_
     if save and not target.is_dir():
         raise MusicnasError("--save records the latency in a model bundle; TARGET must be a MODEL_DIR")
     net = deployed_from_path(target, num_classes=num_classes)
-    result = measure_deployed(net, backend, threads, with_frontend, runs, warmup, gap_ms).to_dict()
+    result = measure_deployed(net, backend, threads, with_frontend, runs, warmup, gap_ms, rounds).to_dict()
     result["source"] = net.source
     if save:
         from musicnas.export.card import record_latency
@@ -156,7 +164,8 @@ def measure(target, backend, threads, with_frontend, as_json, runs, warmup, gap_
         return
     m = result["machine"]
     click.echo(
-        f"{result['median_ms']:.3f} ms median (IQR {result['iqr_ms']:.3f} ms) over {runs} runs: {backend}, "
+        f"{result['latency_ms']:.3f} ms (fastest of {runs} runs; median {result['median_ms']:.3f}, "
+        f"IQR {result['iqr_ms']:.3f} ms): {backend}, "
         f"{threads} thread(s), batch 1, input {result['input']['name']} {result['input']['shape']}; "
         f"{m['cpu']} ({m['cores']} cores)"
     )
@@ -165,26 +174,40 @@ def measure(target, backend, threads, with_frontend, as_json, runs, warmup, gap_
 @latency.command("build-table")
 @table_options
 @backend_options
-@click.option("--fit-archs", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Random architectures measured whole to fit the table's scale and overhead.")  # fmt: skip
+@click.option("--fit-archs", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Random architectures measured whole (with the parts) to fit the table's scale and overhead.")  # fmt: skip
+@click.option("--fit", "groups", type=click.Choice(["one", "per-kind"]), default="one", show_default=True,
+              help="One scale for all parts, or one per kind of part (op, skip mix, reduction...).")  # fmt: skip
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the fitting architectures.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table's summary as JSON.")
 def build_table(
-    space, input_shape, num_classes, table_path, runs, backend, threads, fit_archs, seed, as_json
+    space,
+    input_shape,
+    num_classes,
+    table_path,
+    runs,
+    rounds,
+    backend,
+    threads,
+    fit_archs,
+    groups,
+    seed,
+    as_json,
 ):
     """Measure every part (op x input shape x channels x stride) of a search space on this machine and
     fit the overhead; saved under the user's cache (or --table) for latency-aware searches."""
     from musicnas.latency.table import build_model, save_model
 
     model = build_model(space, input_shape, num_classes, backend, threads, runs=runs, fit_archs=fit_archs,
-                        seed=seed)  # fmt: skip
+                        seed=seed, rounds=rounds, groups=groups)  # fmt: skip
     path = save_model(model, table_path)
     summary = model.describe()
     if as_json:
         _echo_json(summary)
         return
+    scales = ", ".join(f"{g} {v:.3f}" for g, v in sorted(model.scales.items())) or "none"
     click.echo(
-        f"latency table: {summary['entries']} parts, scale {model.scale:.3f}, overhead {model.overhead_ms:.3f} ms "
+        f"latency table: {summary['entries']} parts, scales {scales}, overhead {model.overhead_ms:.3f} ms "
         f"(fitted on {summary['fit_archs']} architectures); wrote {path}"
     )
 
@@ -197,12 +220,14 @@ def build_table(
 @click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the architectures (the table's fit used seed 0 by default).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures and every row as JSON.")
-def check(space, input_shape, num_classes, table_path, runs, backend, threads, n_archs, seed, as_json):
+def check(
+    space, input_shape, num_classes, table_path, runs, rounds, backend, threads, n_archs, seed, as_json
+):
     """Measure random architectures and report how close the table's predictions are (share within ±10%)."""
     from musicnas.latency.table import check_model, load_model
 
     model = load_model(space, input_shape, num_classes, backend, threads, table_path)
-    result = check_model(model, n_archs=n_archs, seed=seed, runs=runs)
+    result = check_model(model, n_archs=n_archs, seed=seed, runs=runs, rounds=rounds)
     if as_json:
         _echo_json(result)
         return
@@ -211,5 +236,6 @@ def check(space, input_shape, num_classes, table_path, runs, backend, threads, n
         f"{result['within_10pct']:.0%} of {result['archs']} random architectures within ±10% "
         f"(mean |error| {result['mean_abs_error']:.1%}, median {result['median_abs_error']:.1%}, "
         f"max {result['max_abs_error']:.1%}); measured {lo:.2f}-{hi:.2f} ms, {backend}, {threads} thread(s), "
-        f"{result['machine']['cpu']}"
+        f"{result['machine']['cpu']}. Measurement noise: the two halves of each network's runs agree within "
+        f"±10% for {result['halves_within_10pct']:.0%} (median difference {result['halves_median_diff']:.1%})"
     )

@@ -22,7 +22,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +32,14 @@ from torch import nn
 
 from musicnas.latency import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS
 from musicnas.runtime import MusicnasError
+from musicnas.utils.logging import progress
 
 DEFAULT_RUNS = 100
 MIN_RUNS = 50  # the CLI's floor: fewer runs make the median and IQR too noisy to compare
 DEFAULT_WARMUP = 10
-DEFAULT_GAP_MS = 1.0  # sleep before each timed run (see time_calls)
+DEFAULT_GAP_MS = 0.0  # sleep before each timed run (see time_interleaved)
+DEFAULT_ROUNDS = 5  # timed runs are spread over this many rounds (see time_interleaved)
+ROUND_WARMUP = 2  # untimed calls at the start of each later round
 INIT_SEED = 0  # weights of a measured architecture (latency does not depend on them)
 
 
@@ -76,8 +79,10 @@ def check_backend(backend: str, threads: int) -> None:
 
 @dataclass
 class Measurement:
-    """Latency of one network: median and IQR over ``runs`` timed calls after ``warmup`` untimed ones."""
+    """Latency of one network: ``latency_ms`` (the fastest of ``runs`` timed calls spread over ``rounds``
+    rounds, the protocol's estimate, see :func:`summarise`), and their median and IQR."""
 
+    latency_ms: float
     median_ms: float
     iqr_ms: float
     runs: int
@@ -91,9 +96,15 @@ class Measurement:
     p75_ms: float = 0.0
     min_ms: float = 0.0
     gap_ms: float = DEFAULT_GAP_MS
+    rounds: int = DEFAULT_ROUNDS
+
+    @classmethod
+    def from_times(cls, times_ms: np.ndarray, **fields) -> Measurement:
+        return cls(**summarise(times_ms), runs=len(times_ms), **fields)
 
     def to_dict(self) -> dict:
         return {
+            "latency_ms": self.latency_ms,
             "median_ms": self.median_ms,
             "iqr_ms": self.iqr_ms,
             "p25_ms": self.p25_ms,
@@ -102,6 +113,7 @@ class Measurement:
             "runs": self.runs,
             "warmup": self.warmup,
             "gap_ms": self.gap_ms,
+            "rounds": self.rounds,
             "batch": 1,
             "backend": self.backend,
             "threads": self.threads,
@@ -121,36 +133,72 @@ def _versions(backend: str) -> dict:
     return out
 
 
-def time_calls(
-    fn: Callable[[], object], runs: int, warmup: int, gap_ms: float = DEFAULT_GAP_MS
-) -> np.ndarray:
-    """Wall-clock milliseconds of ``runs`` calls of ``fn`` after ``warmup`` untimed calls, with a sleep of
-    ``gap_ms`` before each timed call.
+def time_interleaved(
+    fns: Sequence[Callable[[], object]],
+    runs: int,
+    warmup: int = DEFAULT_WARMUP,
+    rounds: int = DEFAULT_ROUNDS,
+    gap_ms: float = DEFAULT_GAP_MS,
+    seed: int = 0,
+    desc: str | None = None,
+) -> list[np.ndarray]:
+    """Wall-clock milliseconds of ``runs`` timed calls of each of ``fns``, taken in ``rounds`` rounds:
+    in each round every function (in a seeded random order) gets untimed calls (``warmup`` in the first
+    round, :data:`ROUND_WARMUP` later: the others' calls in between have evicted its data from the
+    caches), then its share of the timed calls back to back (``gap_ms`` of sleep before each, 0 by
+    default).
 
-    Why the gap: on a machine shared with CPU-bound work, back-to-back calls exhaust the process's time
-    slice and most of them are preempted (measured on the 2-vCPU development VM at load 8: a ~2 ms
-    network's median 13-18 ms back to back, 2.4-3.0 ms with a 1 ms gap; IQR 12-20 ms vs 0.4-0.7 ms).
-    A process that has just slept is scheduled at once, so each timed call starts with the CPU. On a
-    quiet machine the gap changes little; ``gap_ms=0`` times calls back to back."""
-    if runs < 1 or warmup < 0 or gap_ms < 0:
-        raise MusicnasError(f"need runs >= 1, warmup >= 0, gap >= 0; got {runs}, {warmup}, {gap_ms}")
-    for _ in range(warmup):
-        fn()
-    times = np.empty(runs, dtype=np.float64)
+    Why rounds: on a shared machine the speed of the CPU drifts by tens of percent over seconds (other
+    processes' memory traffic, preemption, the hypervisor). Spreading each network's runs over the whole
+    measurement, interleaved with the others', makes every network see the same mix of machine states, so
+    the networks measured together (a table's parts and its fitting networks, a check's networks) are
+    comparable. Why back to back: a part timed after a sleep starts with cold caches, a layer inside a
+    network does not (see docs/latency.md)."""
+    if runs < 1 or warmup < 0 or gap_ms < 0 or rounds < 1:
+        raise MusicnasError(
+            f"need runs >= 1, warmup >= 0, gap >= 0, rounds >= 1; got {runs}, {warmup}, {gap_ms}, {rounds}"
+        )
+    rounds = min(rounds, runs)
+    shares = [len(chunk) for chunk in np.array_split(np.arange(runs), rounds)]
+    times = [np.empty(runs, dtype=np.float64) for _ in fns]
+    filled = [0] * len(fns)
     clock = time.perf_counter_ns
     gap = gap_ms / 1000.0
-    for i in range(runs):
-        if gap:
-            time.sleep(gap)
-        start = clock()
-        fn()
-        times[i] = (clock() - start) / 1e6
+    order_rng = np.random.default_rng(seed)
+    for r, share in enumerate(progress(shares, desc=f"{desc}: timing", unit="round", disable=desc is None)):
+        for i in order_rng.permutation(len(fns)):
+            fn, out = fns[i], times[i]
+            for _ in range(warmup if r == 0 else min(warmup, ROUND_WARMUP)):
+                fn()
+            for _ in range(share):
+                if gap:
+                    time.sleep(gap)
+                start = clock()
+                fn()
+                out[filled[i]] = (clock() - start) / 1e6
+                filled[i] += 1
     return times
 
 
+def time_calls(
+    fn: Callable[[], object],
+    runs: int,
+    warmup: int = DEFAULT_WARMUP,
+    gap_ms: float = DEFAULT_GAP_MS,
+    rounds: int = 1,
+) -> np.ndarray:
+    """:func:`time_interleaved` of one function."""
+    return time_interleaved([fn], runs, warmup, rounds, gap_ms)[0]
+
+
 def summarise(times_ms: np.ndarray) -> dict:
+    """The figures of a measurement. ``latency_ms``, the protocol's estimate, is the fastest timed run:
+    other processes only ever add time to a run, so on a shared machine the median measures the load as
+    much as the network, while the minimum over runs spread across the measurement is the most repeatable
+    figure (docs/latency.md has the comparison); on a quiet machine the two are close."""
     p25, median, p75 = np.percentile(times_ms, [25, 50, 75])
     return {
+        "latency_ms": float(np.min(times_ms)),
         "median_ms": float(median),
         "iqr_ms": float(p75 - p25),
         "p25_ms": float(p25),
@@ -183,23 +231,29 @@ def onnx_session(path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def time_module(
-    module: nn.Module,
-    inputs: tuple[torch.Tensor, ...],
-    backend: str = DEFAULT_BACKEND,
+def timing_context(backend: str, threads: int):
+    """What the timed calls of ``backend`` run under: for torch, ``threads`` threads and inference mode
+    (onnxruntime sessions carry their thread count)."""
+    if backend != "torch":
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch_threads(threads))
+    stack.enter_context(torch.inference_mode())
+    return stack
+
+
+def prepare_module(
+    module: nn.Module, inputs: tuple[torch.Tensor, ...], backend: str = DEFAULT_BACKEND,
     threads: int = DEFAULT_THREADS,
-    runs: int = DEFAULT_RUNS,
-    warmup: int = DEFAULT_WARMUP,
-    gap_ms: float = DEFAULT_GAP_MS,
-) -> np.ndarray:
-    """Timings (ms) of ``module(*inputs)``: exported to ONNX and run in onnxruntime, or in eager PyTorch.
-    Used for the table's parts (several inputs allowed); :func:`measure_deployed` for whole networks."""
+) -> Callable[[], object]:  # fmt: skip
+    """A call of ``module(*inputs)`` as ``backend`` runs it: exported to ONNX and run by an onnxruntime
+    session, or eager PyTorch (time it under :func:`timing_context`). Used for the table's parts
+    (several inputs allowed); :func:`prepare_deployed` for whole networks."""
     check_backend(backend, threads)
     module = module.cpu().eval()
     inputs = tuple(x.detach().cpu().contiguous() for x in inputs)
     if backend == "torch":
-        with torch_threads(threads), torch.inference_mode():
-            return time_calls(lambda: module(*inputs), runs, warmup, gap_ms)
+        return lambda: module(*inputs)
     from musicnas.export.formats import write_onnx
 
     names = [f"x{i}" for i in range(len(inputs))]
@@ -208,7 +262,23 @@ def time_module(
         write_onnx(module, inputs, path, names, output_names=("y",), dynamic_batch=False)
         session = onnx_session(path, threads)
     feeds = {name: x.numpy() for name, x in zip(names, inputs, strict=True)}
-    return time_calls(lambda: session.run(None, feeds), runs, warmup, gap_ms)
+    return lambda: session.run(None, feeds)
+
+
+def time_module(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    backend: str = DEFAULT_BACKEND,
+    threads: int = DEFAULT_THREADS,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    gap_ms: float = DEFAULT_GAP_MS,
+    rounds: int = DEFAULT_ROUNDS,
+) -> np.ndarray:
+    """Timings (ms) of ``module(*inputs)`` with ``backend`` (see :func:`prepare_module`)."""
+    fn = prepare_module(module, inputs, backend, threads)
+    with timing_context(backend, threads):
+        return time_calls(fn, runs, warmup, gap_ms, rounds)
 
 
 @dataclass
@@ -259,6 +329,71 @@ def deployed_from_path(path, num_classes: int = 10) -> DeployedNet:
     return deployed
 
 
+def prepare_deployed(
+    net: DeployedNet,
+    backend: str = DEFAULT_BACKEND,
+    threads: int = DEFAULT_THREADS,
+    with_frontend: bool = False,
+) -> tuple[Callable[[], object], dict]:
+    """A batch-1 call of ``net`` as deployed with ``backend`` (see the module docstring; time it under
+    :func:`timing_context`), and its input's name and shape."""
+    from musicnas.export.formats import example_input, export_onnx, torch_reference
+
+    check_backend(backend, threads)
+    x = example_input(net, with_frontend, batch=1, seed=2)
+    name = "waveform" if with_frontend else "features"
+    info = {"name": name, "shape": [1, *x.shape[1:]]}
+    if backend == "torch":
+        module = torch_reference(net, with_frontend)
+        return (lambda: module(x)), info
+    with tempfile.TemporaryDirectory(prefix="musicnas-latency-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(net, path, with_frontend=with_frontend)
+        session = onnx_session(path, threads)
+    feeds = {name: x.numpy()}
+    return (lambda: session.run(None, feeds)), info
+
+
+def measure_many(
+    nets: Sequence[DeployedNet],
+    backend: str = DEFAULT_BACKEND,
+    threads: int = DEFAULT_THREADS,
+    with_frontend: bool = False,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    gap_ms: float = DEFAULT_GAP_MS,
+    rounds: int = DEFAULT_ROUNDS,
+    seed: int = 0,
+    extra: Sequence[Callable[[], object]] = (),
+    desc: str | None = None,
+) -> tuple[list[Measurement], list[np.ndarray]]:
+    """Latency of each of ``nets`` (batch 1, as deployed with ``backend``), their runs interleaved in
+    rounds (:func:`time_interleaved`) so they are measured under the same machine states. ``extra``
+    calls (e.g. a table's parts) are timed in the same rounds. Returns the measurements and the raw
+    timings of every call (``nets``' first, then ``extra``'s). ``desc`` shows progress bars."""
+    prepared = [
+        prepare_deployed(net, backend, threads, with_frontend)
+        for net in progress(nets, desc=f"{desc}: export", unit="net", disable=desc is None)
+    ]
+    with timing_context(backend, threads):
+        times = time_interleaved([fn for fn, _ in prepared] + list(extra), runs, warmup, rounds, gap_ms, seed,
+                                 desc)  # fmt: skip
+    measurements = [
+        Measurement.from_times(
+            t,
+            warmup=warmup,
+            backend=backend,
+            threads=threads,
+            input=info,
+            with_frontend=with_frontend,
+            gap_ms=gap_ms,
+            rounds=min(rounds, runs),
+        )  # fmt: skip
+        for t, (_, info) in zip(times, prepared, strict=False)
+    ]
+    return measurements, times
+
+
 def measure_deployed(
     net: DeployedNet,
     backend: str = DEFAULT_BACKEND,
@@ -267,37 +402,8 @@ def measure_deployed(
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
     gap_ms: float = DEFAULT_GAP_MS,
+    rounds: int = DEFAULT_ROUNDS,
 ) -> Measurement:
     """Latency of ``net`` at batch 1 as deployed with ``backend`` (see the module docstring)."""
-    from musicnas.export.formats import example_input, export_onnx, torch_reference
-
-    check_backend(backend, threads)
-    x = example_input(net, with_frontend, batch=1, seed=2)
-    shape = [1, *x.shape[1:]]
-    name = "waveform" if with_frontend else "features"
-    if backend == "torch":
-        module = torch_reference(net, with_frontend)
-        with torch_threads(threads), torch.inference_mode():
-            times = time_calls(lambda: module(x), runs, warmup, gap_ms)
-    else:
-        with tempfile.TemporaryDirectory(prefix="musicnas-latency-") as tmp:
-            path = Path(tmp) / "model.onnx"
-            export_onnx(net, path, with_frontend=with_frontend)
-            session = onnx_session(path, threads)
-        feeds = {name: x.numpy()}
-        times = time_calls(lambda: session.run(None, feeds), runs, warmup, gap_ms)
-    stats = summarise(times)
-    return Measurement(
-        median_ms=stats["median_ms"],
-        iqr_ms=stats["iqr_ms"],
-        p25_ms=stats["p25_ms"],
-        p75_ms=stats["p75_ms"],
-        min_ms=stats["min_ms"],
-        runs=runs,
-        warmup=warmup,
-        backend=backend,
-        threads=threads,
-        input={"name": name, "shape": shape},
-        with_frontend=with_frontend,
-        gap_ms=gap_ms,
-    )
+    (measurement,), _ = measure_many([net], backend, threads, with_frontend, runs, warmup, gap_ms, rounds)
+    return measurement

@@ -137,9 +137,12 @@ def head_part(geo: MacroGeometry, num_classes: int) -> Part:
 
     stage = geo.stages() - 1
     c, hw = geo.width(stage), geo.size(stage)
+    bands, pool = geo.space.head_bands, geo.space.head_pool
+    # the key names a head other than the reference's global average (keys of existing tables unchanged)
+    extra = ("" if bands == 1 else f"/b{bands}") + ("" if pool == "avg" else f"/{pool}")
     return Part(
-        f"head/{_shape_text(c, hw)}/k{num_classes}",
-        lambda: (GlobalAvgPoolHead(c, num_classes, 0.1), (_randn(c, *hw),)),
+        f"head/{_shape_text(c, hw)}/k{num_classes}{extra}",
+        lambda: (GlobalAvgPoolHead(c, num_classes, 0.1, bands=bands, pool=pool), (_randn(c, *hw),)),
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from musicnas.latency.measure import deployed_from_arch, measure_deployed
-from musicnas.latency.table import feature_config_for
+from musicnas.latency.table import DEFAULT_TABLE_ROUNDS, DEFAULT_TABLE_RUNS, feature_config_for
 from musicnas.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -23,20 +23,23 @@ def record_arch_latency(search, result: dict) -> dict:
     # one the table predicted, never one with the default input shape
     config = feature_config_for(search.input_shape, getattr(search.data, "config", None))
     net = deployed_from_arch(arch, search.num_classes, config, search.input_shape[0])
-    measured = measure_deployed(net, model.backend, model.threads)
+    # the table's protocol, so predicted and measured are the same quantity
+    measured = measure_deployed(
+        net, model.backend, model.threads, runs=DEFAULT_TABLE_RUNS, rounds=DEFAULT_TABLE_ROUNDS
+    )
     predicted = model.predict(arch)
     target = search.config.cost_target
     record = {
         "target_ms": target,
         "predicted_ms": predicted,
-        "measured_ms": measured.median_ms,
-        "measured_error": measured.median_ms / target - 1.0 if target else None,
+        "measured_ms": measured.latency_ms,
+        "measured_error": measured.latency_ms / target - 1.0 if target else None,
         "measured": measured.to_dict(),
         "table": model.describe(),
     }
     atomic_write_json(arch_path, {**arch_json, "latency": record})
     log.info(
-        "derived architecture: predicted %.3f ms, measured %.3f ms (IQR %.3f) with %s, %d thread(s); target %s ms",
-        predicted, measured.median_ms, measured.iqr_ms, model.backend, model.threads, target,
+        "derived architecture: predicted %.3f ms, measured %.3f ms (median %.3f) with %s, %d thread(s); target %s ms",
+        predicted, measured.latency_ms, measured.median_ms, model.backend, model.threads, target,
     )  # fmt: skip
     return record

@@ -1,13 +1,17 @@
-"""The latency model: a per-machine lookup table of part latencies, summed, plus a fitted overhead.
+"""The latency model: a per-machine lookup table of part latencies, summed, scaled, plus an overhead.
 
-``predicted_ms(arch) = scale * sum(entry_ms[key] for key in parts(arch)) + overhead_ms``
+``predicted_ms(arch) = sum over groups g of scales[g] * sum(entry_ms[key] for key in parts(arch) in g)
++ overhead_ms``
 
-Each entry is the median latency of one part (:mod:`musicnas.latency.parts`) measured alone with the
-backend and thread count of the table, less the backend's per-call cost (the median latency of a
-trivial model, ``call_overhead_ms``), because a deployed network pays that once, not once per part.
-``scale`` and ``overhead_ms`` are fitted by least squares on a handful of whole architectures measured
-while the table is built: they absorb what parts measured alone do not see (tensors moving between
-parts, caches, the runtime's scheduling).
+Each entry is the latency of one part (:mod:`musicnas.latency.parts`) run alone with the backend and
+thread count of the table, less the backend's per-call cost (``call_overhead_ms``, a trivial model's
+latency), because a deployed network pays that once, not once per part. The parts, the trivial model
+and the fitting architectures (whole random networks) are all timed in the same interleaved rounds
+(:func:`musicnas.latency.measure.time_interleaved`), so they see the same machine states. The scales and
+``overhead_ms`` are fitted on the fitting architectures (non-negative least squares, free overhead): they
+absorb what parts run alone do not see (tensors moving between parts, the runtime's per-node work).
+Groups: ``one`` (default) puts every part in one group, i.e. ``scale * sum + overhead``; ``per-kind``
+fits one scale per kind of part (``op/<name>``, ``skip_mix``, ``reduce``, ``stem``, ``head``).
 
 Files: one versioned JSON per machine, backend and thread count under the user's cache,
 ``CACHE/latency/<cpu>-<cores>c-<backend>-t<threads>.json`` (``CACHE`` is ``$MUSICNAS_CACHE_DIR`` or
@@ -36,9 +40,9 @@ from musicnas.latency.measure import (
     deployed_from_arch,
     machine_info,
     machine_key,
-    measure_deployed,
+    measure_many,
+    prepare_module,
     summarise,
-    time_module,
 )
 from musicnas.latency.parts import arch_part_keys, check_supported, space_parts
 from musicnas.runtime import MusicnasError, make_generator
@@ -48,9 +52,12 @@ from musicnas.utils.logging import progress
 log = logging.getLogger(__name__)
 
 TABLE_FORMAT = "musicnas-latency-table"
-TABLE_VERSION = 1
-DEFAULT_TABLE_RUNS = 50
-DEFAULT_FIT_ARCHS = 10
+# 2: entries and fit from interleaved back-to-back rounds, latency = fastest run; per-group scales
+TABLE_VERSION = 2
+DEFAULT_TABLE_RUNS = 200
+DEFAULT_TABLE_ROUNDS = 10
+DEFAULT_FIT_ARCHS = 20
+FIT_GROUPS = ("one", "per-kind")
 WITHIN = 0.10  # the check's tolerance: |predicted / measured - 1| <= 10%
 
 
@@ -69,7 +76,19 @@ def default_table_path(backend: str = DEFAULT_BACKEND, threads: int = DEFAULT_TH
 
 
 # how entries and fitting runs are timed: a table timed otherwise is another table (rebuilt, not reused)
-TIMING = {"gap_ms": DEFAULT_GAP_MS}
+TIMING = {"gap_ms": DEFAULT_GAP_MS, "statistic": "min", "interleaved": True}
+
+
+def part_kind(key: str) -> str:
+    """``op/<name>`` for a layer's op, else the part's kind (``stem``, ``skip_mix``, ``reduce``, ``head``)."""
+    head, _, rest = key.partition("/")
+    return f"op/{rest.split('/', 1)[0]}" if head == "op" else head
+
+
+def part_group(key: str, groups: str) -> str:
+    if groups not in FIT_GROUPS:
+        raise MusicnasError(f"unknown fit grouping {groups!r}: use one of {', '.join(FIT_GROUPS)}")
+    return "all" if groups == "one" else part_kind(key)
 
 
 def signature(space, input_shape, num_classes: int) -> dict:
@@ -87,7 +106,8 @@ def signature_key(sig: dict) -> str:
 
 @dataclass
 class LatencyModel:
-    """One table: entries (ms per part key), fitted ``scale`` and ``overhead_ms``, and where it came from."""
+    """One table: entries (ms per part key), fitted ``scales`` (per group of parts, see ``groups``) and
+    ``overhead_ms``, and where it came from. A group without a fitted scale counts at scale 1."""
 
     space: object
     input_shape: tuple[int, int, int]
@@ -95,12 +115,13 @@ class LatencyModel:
     backend: str
     threads: int
     entries: dict[str, float]
-    scale: float = 1.0
+    scales: dict[str, float] = field(default_factory=dict)
     overhead_ms: float = 0.0
     call_overhead_ms: float = 0.0
     fit: dict = field(default_factory=dict)
     machine: dict = field(default_factory=machine_info)  # where the entries were measured
     path: Path | None = None
+    groups: str = "one"
 
     @property
     def signature(self) -> dict:
@@ -114,7 +135,8 @@ class LatencyModel:
             )
         return arch_part_keys(arch, self.input_shape, self.num_classes)
 
-    def parts_sum_ms(self, arch) -> float:
+    def group_sums_ms(self, arch) -> dict[str, float]:
+        """The entries of ``arch``'s parts summed per group (what the fit scales)."""
         keys = self.part_keys(arch)
         missing = [k for k in keys if k not in self.entries]
         if missing:
@@ -122,11 +144,19 @@ class LatencyModel:
                 f"the latency table {self.path or ''} lacks {len(missing)} parts of this architecture "
                 f"(e.g. {missing[0]}); rebuild it with `musicnas latency build-table`"
             )
-        return float(sum(self.entries[k] for k in keys))
+        sums: dict[str, float] = {}
+        for k in keys:
+            group = part_group(k, self.groups)
+            sums[group] = sums.get(group, 0.0) + self.entries[k]
+        return sums
+
+    def parts_sum_ms(self, arch) -> float:
+        return float(sum(self.group_sums_ms(arch).values()))
 
     def predict(self, arch) -> float:
         """Predicted latency (ms) of ``arch``'s deployed network, batch 1, without the front end."""
-        return self.scale * self.parts_sum_ms(arch) + self.overhead_ms
+        sums = self.group_sums_ms(arch)
+        return float(sum(self.scales.get(g, 1.0) * v for g, v in sums.items()) + self.overhead_ms)
 
     def describe(self) -> dict:
         return {
@@ -134,7 +164,8 @@ class LatencyModel:
             "backend": self.backend,
             "threads": self.threads,
             "entries": len(self.entries),
-            "scale": self.scale,
+            "groups": self.groups,
+            "scales": dict(self.scales),
             "overhead_ms": self.overhead_ms,
             "call_overhead_ms": self.call_overhead_ms,
             "fit_archs": len(self.fit.get("archs", [])),
@@ -145,7 +176,8 @@ class LatencyModel:
         return {
             **self.signature,
             "entries": dict(sorted(self.entries.items())),
-            "scale": self.scale,
+            "groups": self.groups,
+            "scales": dict(sorted(self.scales.items())),
             "overhead_ms": self.overhead_ms,
             "call_overhead_ms": self.call_overhead_ms,
             "fit": self.fit,
@@ -159,7 +191,8 @@ def _read_file(path: Path) -> dict:
     if data.get("version") != TABLE_VERSION:
         raise MusicnasError(
             f"{path} is a latency table of version {data.get('version')!r}; this musicnas reads version "
-            f"{TABLE_VERSION}: rebuild it with `musicnas latency build-table`"
+            f"{TABLE_VERSION} (its timing protocol and fit changed): rebuild it with "
+            "`musicnas latency build-table`, or delete the file"
         )
     return data
 
@@ -221,45 +254,66 @@ def load_model(
         backend=backend,
         threads=threads,
         entries={k: float(v) for k, v in record["entries"].items()},
-        scale=float(record["scale"]),
+        scales={k: float(v) for k, v in record["scales"].items()},
         overhead_ms=float(record["overhead_ms"]),
         call_overhead_ms=float(record.get("call_overhead_ms", 0.0)),
         fit=record.get("fit", {}),
         machine=data.get("machine", {}),
         path=path,
+        groups=record.get("groups", "one"),
     )
 
 
-def fit_scale_overhead(sums_ms, measured_ms) -> tuple[float, float]:
-    """Least squares ``measured = scale * sum + overhead``; falls back to the mean difference (scale 1)
-    when the sums do not vary (one architecture, or all alike)."""
-    sums = np.asarray(sums_ms, dtype=np.float64)
-    measured = np.asarray(measured_ms, dtype=np.float64)
-    if len(sums) < 2 or float(np.ptp(sums)) <= 1e-9 * max(float(np.max(np.abs(sums))), 1.0):
-        return 1.0, float(np.mean(measured - sums))
-    a = np.stack([sums, np.ones_like(sums)], axis=1)
-    (scale, overhead), *_ = np.linalg.lstsq(a, measured, rcond=None)
-    if not scale > 0:  # a degenerate fit (noise swamping the spread): keep the sum's own scale
-        return 1.0, float(np.mean(measured - sums))
-    return float(scale), float(overhead)
+def fit_scales(features, measured_ms) -> tuple[np.ndarray, float]:
+    """``measured ~ features @ scales + overhead`` with ``scales >= 0`` and a free ``overhead``
+    (non-negative least squares on the centred rows). ``features`` is rows x groups (the per-group sums
+    of part entries). A group whose sum does not vary over the rows (a part every architecture has, or
+    a single row) cannot be told from the overhead: it keeps scale 1. A group the fit would zero keeps
+    scale 1 too, and the rest is refitted: a part never costs nothing inside a network, and a scale of
+    0 would make a latency-aware search see its op as free."""
+    from scipy.optimize import nnls
+
+    x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    y = np.asarray(measured_ms, dtype=np.float64)
+    if x.shape[0] != len(y) or len(y) == 0:
+        raise MusicnasError(f"need one row of features per measurement, got {x.shape[0]} and {len(y)}")
+    scales = np.ones(x.shape[1])
+    free = np.ptp(x, axis=0) > 1e-9 * max(float(np.max(np.abs(x))), 1.0)
+    while free.any():
+        rest = y - x[:, ~free] @ scales[~free]
+        xf = x[:, free]
+        fitted, _ = nnls(xf - xf.mean(axis=0), rest - rest.mean())
+        if np.all(fitted > 0):
+            scales[free] = fitted
+            break
+        free[np.flatnonzero(free)[fitted <= 0]] = False
+    overhead = float(np.mean(y - x @ scales))
+    return scales, overhead
 
 
-def fit_robust(rows: list[dict], tolerance: float = 0.15, keep: int = 3) -> tuple[float, float]:
-    """:func:`fit_scale_overhead` on ``rows`` (``sum_ms``, ``measured_ms``), then the worst-fitting row
+def fit_robust(rows: list[dict], groups: list[str], tolerance: float = 0.15, keep: int = 3):
+    """:func:`fit_scales` on ``rows`` (``sums_ms`` per group, ``measured_ms``), then the worst-fitting row
     is left out and the fit redone while its relative residual exceeds ``tolerance`` and more than
     ``keep`` rows remain: on a shared machine one measurement slowed by another process would otherwise
-    tilt the line for every prediction. Left-out rows get ``"excluded": True``."""
+    tilt every prediction. Left-out rows get ``"excluded": True``. Returns (scales per group, overhead)."""
+
+    def features(rs):
+        return np.array([[r["sums_ms"].get(g, 0.0) for g in groups] for r in rs]).reshape(
+            len(rs), len(groups)
+        )
+
     used = list(rows)
     while True:
-        scale, overhead = fit_scale_overhead([r["sum_ms"] for r in used], [r["measured_ms"] for r in used])
-        residual = [abs((scale * r["sum_ms"] + overhead) / r["measured_ms"] - 1.0) for r in used]
+        scales, overhead = fit_scales(features(used), [r["measured_ms"] for r in used])
+        predicted = features(used) @ scales + overhead
+        residual = np.abs(predicted / np.array([r["measured_ms"] for r in used]) - 1.0)
         worst = int(np.argmax(residual))
         if residual[worst] <= tolerance or len(used) <= keep:
             break
         used.pop(worst)
     for r in rows:
         r["excluded"] = not any(r is u for u in used)
-    return scale, overhead
+    return dict(zip(groups, (float(v) for v in scales), strict=True)), overhead
 
 
 def random_archs(space, n: int, seed: int) -> list:
@@ -274,12 +328,6 @@ def random_archs(space, n: int, seed: int) -> list:
     return list(archs.values())
 
 
-def _call_overhead_ms(backend: str, threads: int, runs: int, warmup: int) -> float:
-    """Median latency of a trivial model (ReLU of one number): the backend's per-call cost."""
-    times = time_module(torch.nn.ReLU(), (torch.ones(1, 1),), backend, threads, max(runs, 50), warmup)
-    return summarise(times)["median_ms"]
-
-
 def build_model(
     space,
     input_shape,
@@ -291,36 +339,47 @@ def build_model(
     fit_archs: int = DEFAULT_FIT_ARCHS,
     seed: int = 0,
     feature_config=None,
+    rounds: int = DEFAULT_TABLE_ROUNDS,
+    groups: str = "one",
 ) -> LatencyModel:
-    """Measures every part of ``space`` and fits scale and overhead on ``fit_archs`` random
-    architectures (drawn from ``seed``) measured whole. Not saved: see :func:`save_model`."""
+    """Times every part of ``space``, a trivial model (the per-call cost) and ``fit_archs`` random
+    architectures (drawn from ``seed``) whole, all in the same interleaved rounds, then fits the scales
+    and overhead. Not saved: see :func:`save_model`."""
     check_backend(backend, threads)
     check_supported(space)
+    part_group("", groups)  # a clear error for an unknown grouping before minutes of measuring
     input_shape = tuple(int(v) for v in input_shape)
     config = feature_config_for(input_shape, feature_config)
-    call = _call_overhead_ms(backend, threads, runs, warmup)
+    parts = space_parts(space, input_shape, num_classes)
+    calls = [prepare_module(torch.nn.ReLU(), (torch.ones(1, 1),), backend, threads)]
+    for part in progress(parts, desc=f"latency table: export parts ({backend})", unit="part"):
+        calls.append(prepare_module(*part.build(), backend, threads))
+    archs = random_archs(space, fit_archs, seed)
+    nets = [deployed_from_arch(arch, num_classes, config, input_shape[0]) for arch in archs]
+    measured, times = measure_many(nets, backend, threads, runs=runs, warmup=warmup, rounds=rounds,
+                                   seed=seed, extra=calls, desc="latency table")  # fmt: skip
+    part_times = times[len(nets) :]
+    call = summarise(part_times[0])["latency_ms"]
     entries: dict[str, float] = {}
     spread: dict[str, float] = {}
-    parts = space_parts(space, input_shape, num_classes)
-    for part in progress(parts, desc=f"latency table ({backend}, {threads} thr)", unit="part"):
-        module, inputs = part.build()
-        stats = summarise(time_module(module, inputs, backend, threads, runs, warmup))
-        entries[part.key] = max(stats["median_ms"] - call, 0.0)
+    for part, t in zip(parts, part_times[1:], strict=True):
+        stats = summarise(t)
+        entries[part.key] = max(stats["latency_ms"] - call, 0.0)
         spread[part.key] = stats["iqr_ms"]
-    model = LatencyModel(space, input_shape, num_classes, backend, threads, entries, 1.0, 0.0, call,
-                         machine=machine_info())  # fmt: skip
-    fit_rows = []
-    for arch in progress(random_archs(space, fit_archs, seed), desc="fit overhead", unit="arch"):
-        m = measure_deployed(deployed_from_arch(arch, num_classes, config, input_shape[0]), backend,
-                             threads, runs=max(runs, 50), warmup=warmup)  # fmt: skip
-        fit_rows.append({"flat": arch.to_flat(), "sum_ms": model.parts_sum_ms(arch), "measured_ms": m.median_ms,
-                         "iqr_ms": m.iqr_ms})  # fmt: skip
-    scale, overhead = fit_robust(fit_rows) if fit_rows else (1.0, call)
-    model.scale, model.overhead_ms = scale, overhead
+    model = LatencyModel(space, input_shape, num_classes, backend, threads, entries, {}, 0.0, call,
+                         machine=machine_info(), groups=groups)  # fmt: skip
+    fit_rows = [
+        {"flat": arch.to_flat(), "sums_ms": model.group_sums_ms(arch), "measured_ms": m.latency_ms,
+         "median_ms": m.median_ms, "iqr_ms": m.iqr_ms}
+        for arch, m in zip(archs, measured, strict=True)
+    ]  # fmt: skip
+    names = sorted({g for r in fit_rows for g in r["sums_ms"]})
+    model.scales, model.overhead_ms = fit_robust(fit_rows, names) if fit_rows else ({}, call)
     model.fit = {
         "archs": fit_rows,
         "seed": seed,
         "runs": runs,
+        "rounds": min(rounds, runs),
         "warmup": warmup,
         "gap_ms": DEFAULT_GAP_MS,
         "entry_iqr_ms": dict(sorted(spread.items())),
@@ -342,6 +401,13 @@ def feature_config_for(input_shape, feature_config=None):
     return config
 
 
+def repeatability(times_ms: np.ndarray) -> float:
+    """Relative difference of the latency (fastest run) of the first and the second half of a network's
+    timed runs, which are consecutive rounds: the measurement's own noise, as two measurements in a row."""
+    half = len(times_ms) // 2
+    return float(np.min(times_ms[:half]) / np.min(times_ms[half:]) - 1.0) if half else 0.0
+
+
 def check_model(
     model: LatencyModel,
     n_archs: int = 50,
@@ -349,19 +415,24 @@ def check_model(
     runs: int = DEFAULT_TABLE_RUNS,
     warmup: int = DEFAULT_WARMUP,
     feature_config=None,
+    rounds: int = DEFAULT_TABLE_ROUNDS,
 ) -> dict:
     """Predicted vs measured latency of ``n_archs`` random architectures (from ``seed``, a stream other
-    than the fit's by default). Returns per-architecture rows and the share within ±10%."""
+    than the fit's by default), measured in interleaved rounds. Returns per-architecture rows, the share
+    within ±10%, and the measurement's own repeatability (the two halves of each network's runs)."""
     config = feature_config_for(model.input_shape, feature_config)
+    archs = random_archs(model.space, n_archs, seed)
+    nets = [deployed_from_arch(arch, model.num_classes, config, model.input_shape[0]) for arch in archs]
+    measured, times = measure_many(nets, model.backend, model.threads, runs=runs, warmup=warmup,
+                                   rounds=rounds, seed=seed, desc="latency check")  # fmt: skip
     rows = []
-    for arch in progress(random_archs(model.space, n_archs, seed), desc="latency check", unit="arch"):
+    for arch, m, t in zip(archs, measured, times, strict=True):
         predicted = model.predict(arch)
-        m = measure_deployed(deployed_from_arch(arch, model.num_classes, config, model.input_shape[0]),
-                             model.backend, model.threads, runs=max(runs, 50), warmup=warmup)  # fmt: skip
         rows.append({"arch": arch.key(), "flat": arch.to_flat(), "predicted_ms": predicted,
-                     "measured_ms": m.median_ms, "iqr_ms": m.iqr_ms,
-                     "error": predicted / m.median_ms - 1.0})  # fmt: skip
+                     "measured_ms": m.latency_ms, "median_ms": m.median_ms, "iqr_ms": m.iqr_ms,
+                     "error": predicted / m.latency_ms - 1.0, "halves_diff": repeatability(t)})  # fmt: skip
     errors = np.abs([r["error"] for r in rows])
+    halves = np.abs([r["halves_diff"] for r in rows])
     return {
         "archs": len(rows),
         "within_10pct": float(np.mean(errors <= WITHIN)) if rows else 0.0,
@@ -369,8 +440,11 @@ def check_model(
         "median_abs_error": float(np.median(errors)) if rows else None,
         "max_abs_error": float(np.max(errors)) if rows else None,
         "measured_ms_range": [min(r["measured_ms"] for r in rows), max(r["measured_ms"] for r in rows)] if rows else None,
+        "halves_within_10pct": float(np.mean(halves <= WITHIN)) if rows else None,
+        "halves_median_diff": float(np.median(halves)) if rows else None,
         "seed": seed,
-        "runs": max(runs, 50),
+        "runs": runs,
+        "rounds": min(rounds, runs),
         "table": model.describe(),
         "machine": machine_info(),
         "rows": rows,
