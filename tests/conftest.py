@@ -85,9 +85,11 @@ def tiny_audio_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_cache(tiny_audio_dir, tmp_path_factory):
-    """The tiny audio prepared into a feature cache with the default feature config."""
+    """The tiny audio prepared into a feature cache with the default feature config, but clips that do
+    not overlap."""
     from musicnas.data.cache import prepare
     from musicnas.data.features import FeatureConfig
 
     cache_dir = tmp_path_factory.mktemp("tiny_cache")
-    return prepare(tiny_audio_dir, cache_dir, FeatureConfig(), seed=0, workers=1)
+    # non-overlapping clips (hop = clip length) keep the suite fast; the default hop is 1 s
+    return prepare(tiny_audio_dir, cache_dir, FeatureConfig(clip_hop_seconds=3.0), seed=0, workers=1)

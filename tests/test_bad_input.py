@@ -58,7 +58,7 @@ def bundle_dir(tmp_path_factory):
     spec = ModelSpec.for_arch(arch, in_channels=1, num_classes=3, channels=4, dropout=0.1)
     model = build_model(spec, arch).eval()
     out = tmp_path_factory.mktemp("bundle") / "model"
-    cfg = FeatureConfig()
+    cfg = FeatureConfig(clip_hop_seconds=3.0)  # the tiny cache's clips
     save_bundle(out, model, arch, cfg, CLASSES, np.full(cfg.n_mels, -40.0), np.full(cfg.n_mels, 10.0), {}, model_spec=spec)  # fmt: skip
     return out
 

@@ -54,7 +54,8 @@ def feature_options(func):
             "--clip-hop",
             type=FiniteFloatRange(0, MAX_HOP_SECONDS, min_open=True),
             default=None,
-            help="Seconds between clip starts [default: --clip-seconds, no overlap].",
+            help="Seconds between clip starts [default: 1, or --clip-seconds if shorter]: overlapping clips "
+            "give more training windows per file and predict from more of it.",
         ),
         click.option(
             "--min-seconds",
@@ -134,7 +135,9 @@ def feature_options(func):
         kwargs["feature_config"] = FeatureConfig(
             sample_rate=sample_rate,
             clip_seconds=clip_seconds,
-            clip_hop_seconds=clip_seconds if clip_hop is None else clip_hop,
+            clip_hop_seconds=min(FeatureConfig.clip_hop_seconds, clip_seconds)
+            if clip_hop is None
+            else clip_hop,
             min_seconds=min(min_seconds, clip_seconds),
             n_fft=n_fft,
             hop_length=hop_length,

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
     default=None,
     help="Model bundle folder to write (required unless --resume gives it).",
 )
-@click.option("--epochs", type=COUNT, default=None, help="Training epochs [default: 12].")
+@click.option("--epochs", type=COUNT, default=None, help="Training epochs [default: 16].")
 @click.option(
     "--seed",
     type=SEED,
@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
     "--label-smoothing", type=FRACTION, default=None, help="Label smoothing, 0 to switch off [default: 0.1]."
 )
 @click.option(
-    "--mixup", type=NON_NEGATIVE_FLOAT, default=None, help="Mixup alpha, 0 to switch off [default: 0]."
+    "--mixup", type=NON_NEGATIVE_FLOAT, default=None, help="Mixup alpha, 0 to switch off [default: 0.3]."
 )
 @click.option(
     "--gain",
@@ -99,7 +99,7 @@ log = logging.getLogger(__name__)
     "--patience",
     type=NON_NEGATIVE_INT,
     default=None,
-    help="Stop after this many epochs without a better val accuracy, 0 never [default: 6].",
+    help="Stop after this many epochs without a better val accuracy, 0 never [default: 0].",
 )
 @click.option(
     "--measure-latency/--no-measure-latency",

@@ -42,7 +42,9 @@ class FeatureConfig:
 
     sample_rate: int = 16000
     clip_seconds: float = 3.0
-    clip_hop_seconds: float = 3.0
+    # Clips start every second: overlapping windows triple the clips of a file (on real music, 48.8 vs
+    # 45.x% of test files with the same recipe, docs/realmusic.md) and predict from more of each file.
+    clip_hop_seconds: float = 1.0
     min_seconds: float = 1.0
     n_fft: int = 1024
     hop_length: int = 512
