@@ -37,7 +37,6 @@ import click
 
 HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "peers" / "nni_enas_macro.py"
-MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
 
 
 def parse_input(text: str) -> tuple[int, int]:
@@ -177,6 +176,8 @@ def musicnas_worker(spec: dict) -> dict:
 
 
 def child_env() -> dict:
+    from musicnas.runtime import MALLOC_TUNABLES  # the CLI's setting, for both sides
+
     env = dict(os.environ)
     env.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
