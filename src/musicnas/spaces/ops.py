@@ -271,6 +271,20 @@ def _shifted_grid(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2))
 
 
+def _normalised_even_grid(x: torch.Tensor, *bn_args) -> torch.Tensor:
+    """``_even_grid(_batch_norm_apply(x, *bn_args))`` at a quarter of the work (the op is per pixel)."""
+    fmt = (
+        torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    )
+    return _batch_norm_apply(x[:, :, ::2, ::2], *bn_args).contiguous(memory_format=fmt)
+
+
+def _normalised_shifted_grid(x: torch.Tensor, *bn_args) -> torch.Tensor:
+    """``_shifted_grid(_batch_norm_apply(x, *bn_args))``: normalise the odd pixels, then pad the zeros."""
+    h, w = x.shape[-2:]
+    return F.pad(_batch_norm_apply(x[:, :, 1::2, 1::2], *bn_args), (0, w % 2, 0, h % 2))
+
+
 class _SubsamplePair(torch.autograd.Function):
     """``(x[..., ::2, ::2], x shifted by one pixel[..., ::2, ::2])`` with a one-pass backward.
 
@@ -299,8 +313,13 @@ def subsample_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The two stride-2 grids of the factorized reduction: even pixels and the one-pixel-shifted ones."""
     if _optimised and torch.is_grad_enabled() and x.requires_grad:
         even, shifted = _SubsamplePair.apply(x)
-        if isinstance(_pack(x), _Recipe):  # a kept x would be pinned whole by the recipes
-            # the 1x1 convs keep these quarter-size grids; rebuilt from x, they need not be kept
+        packed = _pack(x)
+        if isinstance(packed, _Recipe) and packed.fn is _batch_norm_apply:
+            # the 1x1 convs keep these quarter-size grids; rebuilt from x's batch-norm input, only the
+            # pixels of each grid are normalised again
+            for grid, fn in ((even, _normalised_even_grid), (shifted, _normalised_shifted_grid)):
+                grid._musicnas_recipe = _Recipe(fn, packed.args, grid._version)
+        elif isinstance(packed, _Recipe):  # a kept x would be pinned whole by the recipes
             recomputable(even, _even_grid, x)
             recomputable(shifted, _shifted_grid, x)
         return even, shifted
@@ -326,15 +345,16 @@ class _ConvWeightGradNCHW(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding = ctx.conv
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, None, stride, padding, [1, 1], False, [0, 0], 1, [True, False, False]
-            )[0]
+        # the weight gradient first: its two copies are freed before the input gradient is allocated
         if ctx.needs_input_grad[1]:
             grad_w = torch.ops.aten.convolution_backward(
                 grad_out.contiguous(), x.contiguous(), weight.contiguous(), None, stride, padding, [1, 1],
                 False, [0, 0], 1, [False, True, False],
             )[1]  # fmt: skip
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, stride, padding, [1, 1], False, [0, 0], 1, [True, False, False]
+            )[0]
         return grad_x, grad_w, None, None
 
 
