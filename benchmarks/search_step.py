@@ -9,7 +9,9 @@ peak RSS (``ru_maxrss``) belongs to that one measurement.
 
 With ``--peer-python PATH`` the same architectures also run as NNI 3.0 one-shot ENAS supernet steps
 (``benchmarks/peers/nni_enas_macro.py``, run by that interpreter); with ``--compare-plain`` also as the
-musicnas step with the spaces' step optimisations switched off (``spaces.ops.optimised_ops(False)``).
+musicnas step with the spaces' step optimisations switched off (``spaces.ops.optimised_ops(False)``);
+with ``--compare-keep`` also as the optimised step that keeps its activations for the backward instead of
+rebuilding them (``spaces.ops.recompute_allowed(False)``).
 The sides alternate their order from round to round, and the ratios are medians over rounds.
 
     python benchmarks/search_step.py --json runs/search_step.json \\
@@ -37,7 +39,6 @@ import click
 
 HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "peers" / "nni_enas_macro.py"
-MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
 
 
 def parse_input(text: str) -> tuple[int, int]:
@@ -153,7 +154,11 @@ def musicnas_worker(spec: dict) -> dict:
     config = SearchConfig(
         space=spec["space"], space_options=options, batch_size=batch, seed=spec["seed"], tensorboard=False
     )
-    with tempfile.TemporaryDirectory() as out, ops.optimised_ops(not spec["plain"]):
+    with (
+        tempfile.TemporaryDirectory() as out,
+        ops.optimised_ops(not spec["plain"]),
+        ops.recompute_allowed(not spec.get("keep", False)),
+    ):
         run = SearchRun(config, data, out, rt)
         zero = torch.zeros(())
         fixed = ControllerSample(arch=arch, log_prob=zero, entropy=zero, skip_penalty=zero)
@@ -177,6 +182,8 @@ def musicnas_worker(spec: dict) -> dict:
 
 
 def child_env() -> dict:
+    from musicnas.runtime import MALLOC_TUNABLES  # the CLI's setting, for both sides
+
     env = dict(os.environ)
     env.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -306,6 +313,12 @@ def machine_info(threads: int) -> dict:
     "--compare-plain", is_flag=True, help="Also time the musicnas step with the step optimisations off."
 )
 @click.option(
+    "--compare-keep",
+    is_flag=True,
+    help="Also time the musicnas step that keeps its activations for the backward instead of rebuilding "
+    "them (spaces.ops.recompute_allowed(False); the other step optimisations stay on).",
+)
+@click.option(
     "--timeout", type=float, default=1800, show_default=True, help="Seconds allowed per measurement."
 )
 @click.option(
@@ -317,7 +330,7 @@ def machine_info(threads: int) -> dict:
 )
 @click.option("--worker", hidden=True, default=None)
 def main(archs_file, num_archs, space, layers, channels, branches, nodes, stem_stride, input_hw, batch, classes,
-         threads, precision, steps, warmup, rounds, seed, peer_python, peer_channels_last, compare_plain, timeout, json_out, worker):  # fmt: skip
+         threads, precision, steps, warmup, rounds, seed, peer_python, peer_channels_last, compare_plain, compare_keep, timeout, json_out, worker):  # fmt: skip
     if worker is not None:
         print(json.dumps(musicnas_worker(json.loads(worker))))
         return
@@ -331,14 +344,19 @@ def main(archs_file, num_archs, space, layers, channels, branches, nodes, stem_s
         "space": space, "layers": layers, "channels": channels, "branches": branches, "nodes": nodes,
         "stem_stride": int(stem_stride), "input": parse_input(input_hw), "batch": batch, "classes": classes,
         "threads": threads, "precision": precision, "steps": steps, "warmup": warmup, "seed": seed,
-        "plain": False,
+        "plain": False, "keep": False,
     }  # fmt: skip
     try:
         flats = load_archs(archs_file, spec, num_archs, seed)
     except MusicnasError as exc:
         raise click.ClickException(str(exc)) from exc
     module, _, space_obj = build_space(spec)
-    sides = ["musicnas"] + (["musicnas_plain"] if compare_plain else []) + (["nni"] if peer_python else [])
+    sides = (
+        ["musicnas"]
+        + (["musicnas_plain"] if compare_plain else [])
+        + (["musicnas_keep"] if compare_keep else [])
+    )
+    sides += ["nni"] if peer_python else []
     if peer_python:
         from musicnas.search.config import SearchConfig
 
@@ -359,7 +377,9 @@ def main(archs_file, num_archs, space, layers, channels, branches, nodes, stem_s
         order = sides if r % 2 == 0 else sides[::-1]
         for a, flat in enumerate(flats):
             for side in order:
-                arch_spec = dict(spec, arch=flat, plain=side == "musicnas_plain")
+                arch_spec = dict(
+                    spec, arch=flat, plain=side == "musicnas_plain", keep=side == "musicnas_keep"
+                )
                 if side == "nni":
                     arch = module.Arch.from_flat(flat, space_obj)
                     arch_spec["ops"] = list(arch.ops)
@@ -393,7 +413,7 @@ def main(archs_file, num_archs, space, layers, channels, branches, nodes, stem_s
     report = {
         "archs": rows,
         "machine": machine,
-        "workload": {k: v for k, v in spec.items() if k not in ("plain",)},
+        "workload": {k: v for k, v in spec.items() if k not in ("plain", "keep")},
         "rounds": rounds,
         "wall_s": time.perf_counter() - t_start,
         "command": " ".join(sys.argv),

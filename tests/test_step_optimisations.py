@@ -184,3 +184,77 @@ def test_precision_option_reaches_the_runtime():
     assert CliRunner().invoke(show, ["--device", "cpu", "--precision", "fp32"]).output.strip() == "fp32"
     bad = CliRunner().invoke(show, ["--precision", "half"])
     assert bad.exit_code != 0 and "half" in bad.output
+
+
+def test_the_compared_macro_architectures_use_every_branch():
+    """The equality tests above exercise every rebuilt activation only if every branch kind appears."""
+    ops_used = {
+        op for label, _, args in NETS if label.startswith("macro-search-wholeTrue") for op in args[0].ops
+    }
+    assert ops_used == set(range(6))
+
+
+def test_optimised_search_step_keeps_no_layer_output_for_the_backward():
+    """The layers' outputs are rebuilt from the skip sums in the backward, not kept (the plain step
+    keeps each of them for the next layer's 1x1 conv)."""
+    import gc
+    import weakref
+
+    macro = get_space_module("macro")
+    space = macro.Space(num_layers=5, channels=6, num_branches=6, whole_channels=True)
+    arch = space.sample(0)
+    x = torch.randn(6, 1, 13, 11).contiguous(memory_format=torch.channels_last)
+    alive = {}
+    for optimised in (False, True):
+        torch.manual_seed(0)
+        net = macro.SearchNet(space, 1, 4).train().to(memory_format=torch.channels_last)
+        refs = []
+        for layer in net.layers:
+            layer.register_forward_hook(lambda m, i, out, refs=refs: refs.append(weakref.ref(out)))
+        with ops.optimised_ops(optimised):
+            logits = net(x, arch)
+        gc.collect()
+        alive[optimised] = [r() is not None for r in refs[:-1]]  # the last one feeds the head
+        logits.sum().backward()  # and the graph still runs
+    assert all(alive[False]) and not any(alive[True]), alive
+
+
+def test_recompute_activations_keeps_autograds_in_place_check():
+    """Saved-tensor hooks bypass autograd's version check; ours redo it for the tensors they keep."""
+    x = torch.randn(4, requires_grad=True)
+    with ops.recompute_activations():
+        a = x * 2
+        b = a.sin()  # keeps a
+        a.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        b.sum().backward()
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (5, 1), (3, 2)])
+def test_dense_conv_weight_gradient_in_nchw_equals_the_plain_one(kernel, stride):
+    x = torch.randn(2, 5, 9, 8).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(7, 5, kernel, kernel).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(2, 5, (9 + stride - 1) // stride, (8 + stride - 1) // stride)
+    results = []
+    for optimised in (False, True):
+        xi, wi = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        with ops.optimised_ops(optimised):
+            y = ops.dense_conv2d(xi, wi[1:6], stride, kernel // 2)  # a range of output channels
+        (y * g).sum().backward()
+        results.append((y.detach(), xi.grad, wi.grad))
+        assert y.grad_fn is not None and (type(y.grad_fn).__name__ != "ConvolutionBackward0") == optimised
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_recomputing_its_indices_gives_the_plain_gradient():
+    x = torch.randn(2, 3, 7, 6).round(decimals=1)  # rounding makes ties, where the argmax choice matters
+    pool = ops.Pool("max")
+    grads = []
+    for optimised in (False, True):
+        xi = x.clone().requires_grad_(True)
+        with ops.optimised_ops(optimised), ops.recompute_activations():
+            y = pool(xi)
+        (y * torch.arange(y.numel()).view_as(y)).sum().backward()
+        grads.append(xi.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)

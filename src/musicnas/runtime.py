@@ -25,7 +25,13 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16")
 # glibc returns large activation buffers to the OS after every step on CPU, and page faults then
 # dominate the training step (1.15-2.5x measured, see shared/docs/stack.md). The setting must be in
 # the environment before the process starts, so the CLI re-execs itself once with it.
-MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
+# Without the per-thread cache and the fast bins, the few bytes posix_memalign splits off either end of
+# a large (64-byte aligned) tensor are freed into the ordinary bins and merge back when the tensor is
+# freed; parked in those caches they fence the hole to exactly the tensor's size, too small for the next
+# aligned request of that size, so the heap grew by a tensor at a time: the search step's peak RSS at the
+# reference size went 3.4 -> 4.2 -> 4.25 GB over its first three steps, and stays at 2.9 GB without them
+# (docs/performance.md).
+MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"
 
 # OpenMP threads that spin while they wait for each other collapse when any other process wants the same
 # cores. benchmarks/omp_wait.py (demo network, 2 threads): with one competing busy process a step takes

@@ -26,31 +26,14 @@ from musicnas.spaces.ops import (
     Pool,
     SeparableConv2d,
     add_all,
+    batch_norm,
     conv2d,
-    relu_of_temporary,
+    dense_conv2d,
+    recomputable,
+    recompute_activations,
 )
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")
-
-
-def sliced_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """Batch norm with only channels ``[start, stop)`` of ``bn`` (the reference's batch_norm_with_mask).
-
-    The running statistics are 1-D slices (views) of the module's buffers, which ``F.batch_norm`` updates
-    in place, so training a slice updates exactly those channels' statistics."""
-    use_batch = bn.training or bn.running_mean is None
-    if bn.training and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-    return F.batch_norm(
-        x,
-        None if bn.running_mean is None else bn.running_mean[start:stop],
-        None if bn.running_var is None else bn.running_var[start:stop],
-        None if bn.weight is None else bn.weight[start:stop],
-        None if bn.bias is None else bn.bias[start:stop],
-        use_batch,
-        bn.momentum if bn.momentum is not None else 0.0,
-        bn.eps,
-    )
 
 
 def slice_rows(
@@ -78,14 +61,20 @@ class ConvBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int | None = None, count: int | None = None) -> torch.Tensor:
         h = self.inp(x)
+        if self.separable:
+            # the depthwise output is kept only for the pointwise conv's weight gradient: rebuilt from h
+            # (itself rebuilt) in the backward, a depthwise conv costs C_in/k^2 of the pointwise's work
+            dw = self.conv.depthwise
+            d = recomputable(dw(h), F.conv2d, h, dw.weight.detach(), None, 1, dw.padding, 1, dw.groups)
         if start is None:
-            return relu_of_temporary(self.bn(self.conv(h)))
+            y = self.conv.pointwise(d) if self.separable else self.conv(h)
+            return batch_norm(self.bn, y, relu=True)
         stop = start + count
         if self.separable:  # the depthwise part is per input channel: all of it is used
-            y = F.conv2d(self.conv.depthwise(h), self.conv.pointwise.weight[start:stop])
+            y = F.conv2d(d, self.conv.pointwise.weight[start:stop])
         else:
-            y = F.conv2d(h, self.conv.weight[start:stop], padding=self.kernel // 2)
-        return relu_of_temporary(sliced_batch_norm(self.bn, y, start, stop))
+            y = dense_conv2d(h, self.conv.weight[start:stop], padding=self.kernel // 2)
+        return batch_norm(self.bn, y, relu=True, channels=(start, stop))
 
     def range_state(self, start: int, count: int) -> dict[str, torch.Tensor]:
         """The state dict of ``ConvBranch(C, k, separable, c_out=count)`` equal to this branch's range."""
@@ -110,10 +99,10 @@ class PoolBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int | None = None, count: int | None = None) -> torch.Tensor:
         if start is None:
-            return self.pool(relu_of_temporary(self.bn(self.conv(x))))
+            return self.pool(batch_norm(self.bn, self.conv(x), relu=True))
         stop = start + count
         y = F.conv2d(x, self.conv.weight[start:stop])
-        return self.pool(relu_of_temporary(sliced_batch_norm(self.bn, y, start, stop)))
+        return self.pool(batch_norm(self.bn, y, relu=True, channels=(start, stop)))
 
     def range_state(self, start: int, count: int) -> dict[str, torch.Tensor]:
         state = {k: v.clone() for k, v in self.state_dict().items()}
@@ -158,9 +147,9 @@ class MacroSearchLayer(nn.Module):
             ranges = arch.ranges[self.layer]
             parts = [branch(x, s, n) for branch, (s, n) in zip(self.branches, ranges, strict=True)]
             weight = torch.cat([self.mix.weight[:, a:z] for a, z in self.mix_columns(ranges)], dim=1)
-            out = relu_of_temporary(self.mix_bn(F.conv2d(torch.cat(parts, dim=1), weight)))
+            out = batch_norm(self.mix_bn, F.conv2d(torch.cat(parts, dim=1), weight), relu=True)
         if self.skip_bn is not None:
-            out = self.skip_bn(add_all(out, skips))
+            out = batch_norm(self.skip_bn, add_all(out, skips))
         return out
 
 
@@ -200,6 +189,10 @@ class MacroSearchNet(nn.Module):
     def forward(self, x: torch.Tensor, arch: MacroArch) -> torch.Tensor:
         self.check_arch(arch)
         self.check_input(x)
+        with recompute_activations():
+            return self.layers_forward(x, arch)
+
+    def layers_forward(self, x: torch.Tensor, arch: MacroArch) -> torch.Tensor:
         needed = arch.reductions_needed()
         tensors: list[torch.Tensor | None] = [self.stem(x)]
         for layer, module in enumerate(self.layers):
