@@ -4,7 +4,7 @@ as mean ± std over the seeds, beside the per-file log-mel statistics + logistic
 Each call is one row; rows accumulate in ``OUT/rows.jsonl`` (with the command that made them) and
 ``--table`` prints them all as a markdown table, as docs/realmusic.md shows them::
 
-    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295 \\
+    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0 \\
     .venv/bin/python benchmarks/recipe.py --data REALMUSIC/manifest.csv --name defaults \\
         --arch runs/search/arch.json --seeds 0,1,2 [--feature n_mels=96] [--train epochs=20] \\
         [--train augment_mixup_alpha=0.2] [--model channels=16] [--model-type hand_cnn]

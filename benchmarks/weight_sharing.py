@@ -7,7 +7,7 @@ step (momentum 0.9, as the child optimiser), batch 32 of 1x64x94 by default. Pea
 bytes allocated during one step, from torch's profiler (CPU allocations made by torch; tracemalloc and
 ru_maxrss cannot attribute torch's C++ allocations to one model).
 
-    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295 \\
+    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0 \\
         .venv/bin/python benchmarks/weight_sharing.py --space macro
 
 Target: median time ratio (search / sub-network) <= 1.10.
