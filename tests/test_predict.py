@@ -18,7 +18,7 @@ from musicnas.data.features import FeatureConfig
 from musicnas.export.bundle import save_bundle
 from musicnas.models import ModelSpec, build_model, register_model_type
 
-CONFIG = FeatureConfig()
+CONFIG = FeatureConfig(clip_hop_seconds=3.0)  # non-overlapping clips: the counts below assume them
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -208,6 +208,9 @@ def _momentum_factor(bn: nn.modules.batchnorm._BatchNorm) -> float:
     return 0.0 if bn.momentum is None else bn.momentum
 
 
+_PLAIN_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 def batch_norm(
     bn: nn.modules.batchnorm._BatchNorm,
     x: torch.Tensor,
@@ -222,6 +225,11 @@ def batch_norm(
     def part(t):
         return t if t is None or channels is None else t[channels[0] : channels[1]]
 
+    if channels is None and type(bn) not in _PLAIN_BATCH_NORMS:
+        # another batch norm (distributed.SyncedBatchNorm normalises with the global batch's statistics
+        # under torchrun): its own forward, or two processes would no longer compute what one does
+        out = bn(x)
+        return relu_of_temporary(out) if relu else out
     use_batch = bn.training or bn.running_mean is None
     momentum = _momentum_factor(bn)
     weight, bias, mean, var = part(bn.weight), part(bn.bias), part(bn.running_mean), part(bn.running_var)
