@@ -57,18 +57,21 @@ def _history(out):
     return [{k: v for k, v in r.items() if k != "time"} for r in rows]
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tiny_cache, tmp_path, rt, uninterrupted):
-    full_dir, full_summary = uninterrupted
-    out = tmp_path / "model"
+def _train_until_epoch_two(data, out, config, rt):
+    """Starts a seed-7 training of ``_arch()`` and interrupts it after its second epoch."""
 
     def stop_after_two(record):
         if record["epoch"] == 2:
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        train_arch(
-            _arch(), tiny_cache, out, CONFIG, rt, seed=7, on_epoch_end=stop_after_two, show_progress=False
-        )
+        train_arch(_arch(), data, out, config, rt, seed=7, on_epoch_end=stop_after_two, show_progress=False)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_cache, tmp_path, rt, uninterrupted):
+    full_dir, full_summary = uninterrupted
+    out = tmp_path / "model"
+    _train_until_epoch_two(tiny_cache, out, CONFIG, rt)
     assert (out / "checkpoints" / "last.pt").exists() and not (out / "bundle.json").exists()
     assert len(_history(out)) == 2
     summary = train_arch(_arch(), tiny_cache, out, CONFIG, rt, seed=7, resume=True, show_progress=False)
@@ -187,15 +190,7 @@ def test_ema_training_saves_the_average_and_resumes_bit_identically(tiny_cache, 
     assert any(not torch.equal(averaged[k], plain[k]) for k in plain if plain[k].is_floating_point())
 
     out = tmp_path / "cut"
-
-    def stop_after_two(record):
-        if record["epoch"] == 2:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        train_arch(
-            _arch(), tiny_cache, out, config, rt, seed=7, on_epoch_end=stop_after_two, show_progress=False
-        )
+    _train_until_epoch_two(tiny_cache, out, config, rt)
     train_arch(_arch(), tiny_cache, out, config, rt, seed=7, resume=True, show_progress=False)
     resumed = load_file(out / "model.safetensors")
     for key in averaged:
