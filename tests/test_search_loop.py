@@ -346,3 +346,35 @@ def test_cost_counting_leaves_the_global_generator_alone(data, rt, tmp_path):
     before = torch.get_rng_state()
     cost = search.cost(arch)
     assert torch.equal(torch.get_rng_state(), before) and cost.params > 0
+
+
+def test_rescoring_ranks_every_candidate_by_the_whole_validation_split(data, rt, tmp_path):
+    from musicnas.baselines.shared_scoring import shared_weight_accuracies
+    from musicnas.spaces import load_arch
+
+    run_search(tiny_config(derive_batches=1, derive_rescore=4), data, tmp_path / "rescored", rt)
+    record = json.loads((tmp_path / "rescored" / "candidates.json").read_text())
+    cands, info = record["candidates"], record["derive"]
+    assert info["clips"] == 8 and info["rescore"] == {"candidates": len(cands), "batches": 2, "clips": 15}
+    assert 4 <= len(cands) <= 4 + 2  # the screening's best 4 and the 2 seen ones, repeats merged
+    scores = [c["score"] for c in cands]
+    assert scores == sorted(scores, reverse=True)
+    # each score is the architecture's accuracy on all 15 val clips, as the ranking study computes it
+    archs = [load_arch(c["arch"]) for c in cands]
+    whole = shared_weight_accuracies(tmp_path / "rescored", archs, data, rt)
+    assert [c["accuracy"] for c in cands] == pytest.approx(whole)
+
+    # the same search screened only: the same shared weights (rescoring is after the search), and each
+    # candidate's screening score is the one the rescored run kept as screen_score
+    run_search(tiny_config(derive_batches=1, derive_rescore=0), data, tmp_path / "screened", rt)
+    screened = json.loads((tmp_path / "screened" / "candidates.json").read_text())
+    assert "rescore" not in screened["derive"] and all(
+        "screen_score" not in c for c in screened["candidates"]
+    )
+    by_key = {json.dumps(c["arch"], sort_keys=True): c["score"] for c in screened["candidates"]}
+    kept = [(by_key[json.dumps(c["arch"], sort_keys=True)], c["screen_score"]) for c in cands
+            if json.dumps(c["arch"], sort_keys=True) in by_key]  # fmt: skip
+    assert kept and all(a == pytest.approx(b) for a, b in kept)
+    ref = load_checkpoint(tmp_path / "screened" / "checkpoints" / "last.pt")["model"]
+    got = load_checkpoint(tmp_path / "rescored" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(ref[k], got[k]) for k in ref)

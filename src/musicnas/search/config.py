@@ -95,8 +95,11 @@ class SearchConfig:
     latency_table: str | None = None  # table file; None: this machine's file in the user cache
 
     derive_samples: int = 100
-    derive_batches: int = 2
+    derive_batches: int = 4
     derive_top_k: int = 5
+    # n > 0: the best n screened candidates and the seen ones are scored again on the whole validation
+    # split and ranked by that; 0: rank by the derive_batches screening alone
+    derive_rescore: int = 20
     keep_seen: int = 5  # best architectures seen during search, rescored with the derived ones
     derive_every_epoch: bool = False  # also derive after every epoch (logged as derived_best/derived_mean)
 
@@ -133,6 +136,7 @@ class SearchConfig:
             "derive_samples/derive_batches must be >= 1",
         )
         need(self.derive_top_k >= 1, "derive_top_k must be >= 1")
+        need(self.derive_rescore >= 0, "derive_rescore must be >= 0")
         need(self.checkpoint_every_steps >= 0, "checkpoint_every_steps must be >= 0")
         if self.child_steps_per_epoch is not None:
             need(self.child_steps_per_epoch >= 1, "child_steps_per_epoch must be >= 1 or null")
@@ -199,6 +203,7 @@ def _reference_macro() -> dict:
         derive_batches=10,
         derive_top_k=10,
         keep_seen=10,
+        derive_rescore=0,  # the authors rank by the derive batches alone
     )
 
 
@@ -219,6 +224,7 @@ def _reference_micro() -> dict:
         derive_batches=10,
         derive_top_k=10,
         keep_seen=10,
+        derive_rescore=0,
     )
 
 
@@ -229,9 +235,10 @@ def _cpu(space: str) -> dict:
         controller_archs_per_update=8,
         controller_updates_per_epoch=5,
         derive_samples=100,
-        derive_batches=2,
+        derive_batches=4,
         derive_top_k=5,
         keep_seen=5,
+        derive_rescore=20,
     )
     if space == "macro":
         # stride-2 stem: ~4x less work on a 64x94 log-mel, so the demo search fits a few minutes on 2 cores
