@@ -203,3 +203,28 @@ def test_cli_resume_refuses_another_policy(data, rt, tmp_path, capsys):
     run_search(tiny_config(epochs=2, max_steps=2), data, run_dir, rt)
     code, _, err = run_cli(["search", "--resume", str(run_dir), "--controller", "factorized"], capsys)
     assert code != 0 and "different settings for: controller" in err, err
+
+
+def test_scoring_loss_is_the_clip_weighted_cross_entropy_of_the_same_forward_passes():
+    from types import SimpleNamespace
+
+    from musicnas.search.scoring import accuracy_and_loss_over, accuracy_over
+
+    space, net = trained_search_net()
+    gen = torch.Generator().manual_seed(2)
+    # batches of unequal size: both scores are weighted by clips, not averaged over batches
+    batches = [
+        (torch.randn(n, 1, 12, 10, generator=gen), torch.randint(0, 3, (n,), generator=gen)) for n in (8, 3)
+    ]
+    autocast_off = SimpleNamespace(autocast=lambda: torch.autocast("cpu", enabled=False))
+    search = SimpleNamespace(config=SimpleNamespace(controller_bn="eval"), model=net, rt=autocast_off)
+    arch = space.sample(5)
+    acc, loss = accuracy_and_loss_over(search, arch, batches)
+    net.eval()
+    with torch.no_grad():
+        logits = torch.cat([net(x, arch) for x, _ in batches])
+    net.train()
+    labels = torch.cat([y for _, y in batches])
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)), rel=1e-5)
+    assert acc == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
+    assert accuracy_over(search, arch, batches) == acc

@@ -17,8 +17,17 @@ from musicnas.utils.io import load_checkpoint
 def shared_weight_accuracies(run_dir, archs, data, rt: Runtime, bn: str | None = None) -> list[float]:
     """Whole-validation-split accuracy of each of ``archs`` with the run's shared weights; ``bn`` scores
     in another batch-norm mode than the run's own (``search/scoring.py``: eval, batch, recalibrate)."""
+    return [acc for acc, _ in shared_weight_scores(run_dir, archs, data, rt, bn)]
+
+
+def shared_weight_scores(
+    run_dir, archs, data, rt: Runtime, bn: str | None = None
+) -> list[tuple[float, float]]:
+    """(accuracy, mean cross-entropy) of each of ``archs`` on the whole validation split with the run's
+    shared weights, as :func:`shared_weight_accuracies` scores them."""
     from musicnas.search.config import SearchConfig
     from musicnas.search.enas import SearchRun, load_run_config
+    from musicnas.search.scoring import accuracy_and_loss_over
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
@@ -38,4 +47,4 @@ def shared_weight_accuracies(run_dir, archs, data, rt: Runtime, bn: str | None =
                 f"architecture of space {arch.space} cannot be scored in the search space {search.space}"
             )
     batches = [search.score_batch(indices) for indices in search.val_batches(0)]
-    return [float(search.accuracy_on(arch, batches)) for arch in archs]
+    return [accuracy_and_loss_over(search, arch, batches) for arch in archs]

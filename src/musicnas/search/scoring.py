@@ -117,6 +117,14 @@ def accuracy_over(search: Any, arch, batches: Sequence[tuple[torch.Tensor, torch
     inputs and labels on the run's device), in the run's batch-norm mode; recalibration, when on,
     happens once for all the batches. Under torchrun each rank scores its shard of every batch and the
     counts are summed; every rank recalibrates on the whole calibration batches (the same statistics)."""
+    return accuracy_and_loss_over(search, arch, batches)[0]
+
+
+def accuracy_and_loss_over(
+    search: Any, arch, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[float, float]:
+    """:func:`accuracy_over` and, from the same forward passes, the clip-weighted mean cross-entropy
+    (a finer-grained score than accuracy, which moves in steps of one clip)."""
     from musicnas import distributed
 
     cfg = search.config
@@ -127,11 +135,14 @@ def accuracy_over(search: Any, arch, batches: Sequence[tuple[torch.Tensor, torch
 
     calibration = search.calibration_inputs if cfg.controller_bn == "recalibrate" else ()
     correct = total = 0
+    loss_sum = 0.0
     with search.rt.autocast(), scoring_mode(model, cfg.controller_bn, forward, calibration):
         for x, y in batches:
             x, y = distributed.shard(x), distributed.shard(y)
             logits = model(x, arch)  # on every rank, also an empty shard (synced batch norm waits for all)
             correct += int((logits.argmax(dim=1) == y).sum())
             total += len(y)
-    correct, total = distributed.all_sum([correct, total])
-    return correct / max(total, 1)
+            if len(y):
+                loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+    correct, total, loss_sum = distributed.all_sum([correct, total, loss_sum])
+    return correct / max(total, 1), loss_sum / max(total, 1)

@@ -1,0 +1,134 @@
+"""Does weight sharing rank architectures like training does, on finished runs?
+
+Scores the architecture of every given training run (``musicnas train`` output folders: ``arch.json``
+and ``summary.json``) with the shared weights of every given search run (``musicnas search`` output
+folders), on the whole validation split, in each batch-norm scoring mode, and prints Kendall's tau-b
+and Spearman's rho between the shared-weight accuracy and the trained networks' validation clip
+accuracy (the quantity the search scores) and test file accuracy (the one users get), for the shared-weight accuracy and for minus the shared-weight
+mean cross-entropy. Trainings of the
+same architecture (several seeds) are averaged into one point. A training's architecture is scored with
+the same decisions in the search network, so a network trained wider than the search is allowed.
+
+    python benchmarks/ranking_runs.py --search runs/rm12-search-s0 runs/rm12-search-s1 \
+        --trained runs/gt/* runs/rm12-train-s* --modes eval,recalibrate --out runs/ranking_runs.json
+
+Costs forward passes only (the trainings already exist): about a second per architecture and mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from musicnas import runtime
+from musicnas.baselines.ranking import kendall_tau
+from musicnas.baselines.shared_scoring import shared_weight_scores
+from musicnas.baselines.table import mean_std
+from musicnas.data.cache import open_data
+from musicnas.runtime import MusicnasError
+from musicnas.search.enas import load_run_config, search_space
+from musicnas.search.scoring import BN_MODES
+from musicnas.spaces import get_space_module, load_arch
+from musicnas.utils.io import atomic_write_json, read_json
+
+
+def trained_points(run_dirs: list[Path]) -> list[dict]:
+    """One point per distinct architecture: its decisions and its trainings' mean accuracies."""
+    points: dict[str, dict] = {}
+    for run in run_dirs:
+        if not (run / "summary.json").is_file() or not (run / "arch.json").is_file():
+            print(f"skipping {run}: not a finished training run (no summary.json / arch.json)")
+            continue
+        arch = load_arch(run / "arch.json")
+        summary = read_json(run / "summary.json", "training summary")
+        key = json.dumps(arch.to_flat())
+        point = points.setdefault(key, {"arch": arch, "runs": [], "val_clip": [], "test_file": []})
+        point["runs"].append(str(run))
+        point["val_clip"].append(float(summary["val"]["clip_accuracy"]))
+        point["test_file"].append(float(summary["test"]["file_accuracy"]))
+    return list(points.values())
+
+
+def correlations(shared: list[float], truth: list[float]) -> dict:
+    tau, p = kendall_tau(shared, truth)
+    rho = stats.spearmanr(shared, truth).statistic if len(shared) > 2 else float("nan")
+    return {"tau": tau, "p": p, "rho": None if np.isnan(rho) else float(rho)}
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:+.2f}" + ("" if std is None else f" ± {std:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--search", nargs="+", required=True, help="search run folders (shared weights)")
+    parser.add_argument("--trained", nargs="+", required=True, help="training run folders (ground truth)")
+    parser.add_argument(
+        "--modes", default="eval,recalibrate", help=f"BN scoring modes, of {', '.join(BN_MODES)}"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--out", default=None, help="write every score and correlation to this JSON file")
+    args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in BN_MODES]
+    if bad:
+        raise SystemExit(f"unknown BN mode(s) {bad}: choose from {', '.join(BN_MODES)}")
+
+    rt = runtime.setup("cpu", threads=args.threads)
+    points = trained_points([Path(p) for p in args.trained])
+    if len(points) < 3:
+        raise SystemExit(f"need at least 3 distinct trained architectures, got {len(points)}")
+    val_truth = [float(np.mean(p["val_clip"])) for p in points]
+    test_truth = [float(np.mean(p["test_file"])) for p in points]
+    result = {"points": [{"runs": p["runs"], "val_clip": v, "test_file": t}
+                         for p, v, t in zip(points, val_truth, test_truth, strict=True)],  # fmt: skip
+              "searches": {}}  # fmt: skip
+    print(f"{len(points)} trained architectures; truth: val clip accuracy and test file accuracy")
+    print(f"{'search run':32s} {'score':18s} {'tau(val)':>9s} {'p':>6s} {'rho(val)':>9s} {'tau(test)':>10s}")
+    for run in args.search:
+        config = load_run_config(run)
+        space = search_space(config)
+        module = get_space_module(config.space)
+        try:
+            archs = [module.Arch.from_flat(p["arch"].to_flat(), space) for p in points]
+        except Exception as exc:  # decisions that do not fit this search space
+            raise MusicnasError(f"a trained architecture does not fit the space of {run}: {exc}") from exc
+        data = open_data(config.data, config.cache_dir)
+        result["searches"][run] = {}
+        for mode in modes:
+            scores = shared_weight_scores(run, archs, data, rt, bn=mode)
+            # the shared-weight score as accuracy, and as minus the mean cross-entropy (finer grained)
+            for metric, shared in (("acc", [a for a, _ in scores]), ("-loss", [-loss for _, loss in scores])):
+                val, test = correlations(shared, val_truth), correlations(shared, test_truth)
+                result["searches"][run][f"{mode} {metric}"] = {
+                    "shared": shared,
+                    "val_clip": val,
+                    "test_file": test,
+                }
+                p = "n/a" if val["p"] is None else f"{val['p']:.2f}"
+                print(f"{run:32s} {mode + ' ' + metric:18s} {_pm(val['tau'], None):>9s} {p:>6s} "
+                      f"{_pm(val['rho'], None):>9s} {_pm(test['tau'], None):>10s}")  # fmt: skip
+    for score in next(iter(result["searches"].values())):
+        line = []
+        for truth in ("val_clip", "test_file"):
+            taus = [s[score][truth]["tau"] for s in result["searches"].values()]
+            m, sd = mean_std(taus)
+            line.append(f"tau({truth}) {_pm(m, sd)}")
+        print(f"mean ± std over {len(result['searches'])} search runs, {score}: " + ", ".join(line))
+    if len(points) > 2:
+        gt = correlations(val_truth, test_truth)
+        print(f"val clips vs test files over the trained networks: tau {_pm(gt['tau'], None)}")
+        result["val_vs_test"] = gt
+    if args.out:
+        atomic_write_json(args.out, result)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
