@@ -378,3 +378,30 @@ def test_rescoring_ranks_every_candidate_by_the_whole_validation_split(data, rt,
     ref = load_checkpoint(tmp_path / "screened" / "checkpoints" / "last.pt")["model"]
     got = load_checkpoint(tmp_path / "rescored" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_derive_by_loss_ranks_by_cross_entropy_and_a_cost_aware_reward_keeps_the_reward(
+    data, rt, tmp_path, cost_aware_run
+):
+    by = {}
+    for rank in ("loss", "reward"):
+        run_search(tiny_config(derive_by=rank), data, tmp_path / rank, rt)
+        by[rank] = json.loads((tmp_path / rank / "candidates.json").read_text())
+    loss_cands, reward_cands = by["loss"]["candidates"], by["reward"]["candidates"]
+    assert by["loss"]["derive"]["ranked_by"] == "loss" and by["reward"]["derive"]["ranked_by"] == "reward"
+    losses = [c["loss"] for c in loss_cands]
+    assert losses == sorted(losses) and all(c["score"] == -c["loss"] for c in loss_cands)
+    accs = [c["accuracy"] for c in reward_cands]
+    assert accs == sorted(accs, reverse=True) and all(c["score"] == c["accuracy"] for c in reward_cands)
+    # same search, same candidates: the two orders differ only by what ranks them
+    key = lambda c: json.dumps(c["arch"], sort_keys=True)  # noqa: E731
+    assert {key(c): c["loss"] for c in loss_cands} == pytest.approx({key(c): c["loss"] for c in reward_cands})
+    # a cost-aware reward trades accuracy against cost, so it still ranks (derive_by is loss by default)
+    cost_aware = json.loads((cost_aware_run / "candidates.json").read_text())
+    assert cost_aware["derive"]["ranked_by"] == "reward"
+    assert all(c["score"] != -c["loss"] for c in cost_aware["candidates"])
+
+
+def test_unknown_derive_by_is_refused():
+    with pytest.raises(MusicnasError, match="derive_by must be one of"):
+        tiny_config(derive_by="accuracy").validate()

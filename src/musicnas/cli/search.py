@@ -209,7 +209,8 @@ def search(
     click.echo(result["arch_str"])
     cost = result.get("cost") or {}
     click.echo(
-        f"score {result['score']:.4f} (val accuracy {result['accuracy']:.4f} with shared weights), "
+        f"score {result['score']:.4f} (val accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} with "
+        f"shared weights; ranked by {result['derive']['ranked_by']}), "
         f"{cost.get('params', 0):,} params, {cost.get('macs', 0):,} MACs; {result['elapsed']:.0f}s"
     )
     lat = result.get("latency")

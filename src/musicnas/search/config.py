@@ -21,6 +21,7 @@ from musicnas.search.scoring import BN_MODES
 
 PRESETS = ("cpu", "reference")
 CONTROLLERS = ("lstm", "factorized")
+DERIVE_BY = ("loss", "reward")
 # What choosing the factorised policy changes, unless set explicitly (TuNAS: EMA momentum 0.95, Adam
 # beta1 0; its policy is updated every few shared-weight steps with normalised rewards).
 FACTORIZED_DEFAULTS = {
@@ -100,6 +101,9 @@ class SearchConfig:
     # n > 0: the best n screened candidates and the seen ones are scored again on the whole validation
     # split and ranked by that; 0: rank by the derive_batches screening alone
     derive_rescore: int = 20
+    # what ranks the candidates: "loss" (mean validation cross-entropy, lowest first) or "reward" (the
+    # run's reward of the validation accuracy, ENAS); a cost-aware reward always ranks by the reward
+    derive_by: str = "loss"
     keep_seen: int = 5  # best architectures seen during search, rescored with the derived ones
     derive_every_epoch: bool = False  # also derive after every epoch (logged as derived_best/derived_mean)
 
@@ -137,6 +141,7 @@ class SearchConfig:
         )
         need(self.derive_top_k >= 1, "derive_top_k must be >= 1")
         need(self.derive_rescore >= 0, "derive_rescore must be >= 0")
+        need(self.derive_by in DERIVE_BY, f"derive_by must be one of {DERIVE_BY}, got {self.derive_by!r}")
         need(self.checkpoint_every_steps >= 0, "checkpoint_every_steps must be >= 0")
         if self.child_steps_per_epoch is not None:
             need(self.child_steps_per_epoch >= 1, "child_steps_per_epoch must be >= 1 or null")
@@ -203,7 +208,8 @@ def _reference_macro() -> dict:
         derive_batches=10,
         derive_top_k=10,
         keep_seen=10,
-        derive_rescore=0,  # the authors rank by the derive batches alone
+        derive_rescore=0,  # the authors rank by the derive batches' accuracy alone
+        derive_by="reward",
     )
 
 
@@ -225,6 +231,7 @@ def _reference_micro() -> dict:
         derive_top_k=10,
         keep_seen=10,
         derive_rescore=0,
+        derive_by="reward",
     )
 
 
@@ -239,6 +246,7 @@ def _cpu(space: str) -> dict:
         derive_top_k=5,
         keep_seen=5,
         derive_rescore=20,
+        derive_by="loss",
     )
     if space == "macro":
         # stride-2 stem: ~4x less work on a 64x94 log-mel, so the demo search fits a few minutes on 2 cores
