@@ -35,10 +35,21 @@ SPACE = MacroSpace(num_layers=2, channels=4, num_branches=4, stem_stride=2)  # t
 INPUT = (1, 64, 94)  # default feature options (the tiny cache's)
 
 
-def hand_table(num_classes: int = 3, scale: float = 1.25, overhead: float = 0.5) -> LatencyModel:
-    """Every part of SPACE with a distinct, hand-set latency (no measurement)."""
+def hand_table(
+    num_classes: int = 3, scale: float = 1.25, overhead: float = 0.5, fit_archs: int = 4
+) -> LatencyModel:
+    """Every part of SPACE with a distinct, hand-set latency (no measurement), and ``fit_archs`` fitting
+    rows (the references of a drift-corrected measurement) whose "measured" latency is the prediction."""
     entries = {p.key: 0.01 * (i + 1) for i, p in enumerate(space_parts(SPACE, INPUT, num_classes))}
-    return LatencyModel(SPACE, INPUT, num_classes, "onnxruntime", 1, entries, {"all": scale}, overhead, 0.001)
+    model = LatencyModel(
+        SPACE, INPUT, num_classes, "onnxruntime", 1, entries, {"all": scale}, overhead, 0.001
+    )
+    archs = [SPACE.sample(100 + i) for i in range(fit_archs)]
+    model.fit = {
+        "archs": [{"flat": a.to_flat(), "measured_ms": model.predict(a)} for a in archs],
+        "warmup": 2,
+    }
+    return model
 
 
 def test_parts_of_an_architecture_by_hand():
@@ -347,6 +358,15 @@ def test_search_with_target_latency_records_predicted_and_measured(tiny_cache, t
     assert lat["measured"]["backend"] == "onnxruntime" and lat["measured"]["threads"] == 1
     assert lat["measured_ms"] == lat["measured"]["latency_ms"] > 0 and lat["measured"]["runs"] >= 50
     assert lat["measured_error"] == pytest.approx(lat["measured_ms"] / 0.9 - 1.0)
+    # measured interleaved with the table's fitting networks, corrected by their median slowdown
+    refs = lat["drift"]["references"]
+    known = {r["measured_ms"] for r in model.fit["archs"]}
+    assert 1 <= len(refs) <= 4 and {r["known_ms"] for r in refs} <= known
+    assert lat["drift_factor"] == pytest.approx(float(np.median([r["now_ms"] / r["known_ms"] for r in refs])))
+    assert lat["corrected_ms"] == pytest.approx(lat["measured_ms"] / lat["drift_factor"])
+    assert lat["corrected_error"] == pytest.approx(lat["corrected_ms"] / 0.9 - 1.0)
+    sessions = lat["drift"]["sessions"]
+    assert len(sessions) == 3 and lat["measured_ms"] == min(s["measured_ms"] for s in sessions)
     candidates = json.loads((run / "candidates.json").read_text())
     best = candidates["candidates"][0]
     assert best["cost"]["latency_ms"] == pytest.approx(lat["predicted_ms"])
@@ -357,7 +377,7 @@ def test_search_with_target_latency_records_predicted_and_measured(tiny_cache, t
     from musicnas.report import render_report
 
     page = render_report(run)
-    assert "Accuracy vs latency" in page and "target (ms)" in page
+    assert "Accuracy vs latency" in page and "target (ms)" in page and "drift-corrected (ms)" in page
     code, _, err = run_cli(["search", "--data", str(tiny_cache.root), "--target-latency-ms", "1",
                             "--cost-metric", "macs", "--out", str(tmp_path / "r2")], capsys)  # fmt: skip
     assert code == 2 and "--target-latency-ms" in err

@@ -143,17 +143,31 @@ def latency():
               help="Outputs of the classifier head of an ARCH.json (a bundle has its own).")  # fmt: skip
 @click.option("--save", is_flag=True,
               help="MODEL_DIR only: record the measurement in MODEL_DIR/latency.json and its model card.")  # fmt: skip
+@click.option("--drift-correct", is_flag=True,
+              help="Measure TARGET interleaved with the latency table's reference networks (its fitting "
+                   "networks) and also report the latency corrected for the machine's drift since the "
+                   "table was built; uses the table's runs and rounds (see docs/latency.md).")  # fmt: skip
+@click.option("--table", "table_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --drift-correct: the table file [default: this machine's file in the user cache].")  # fmt: skip
 def measure(
-    target, backend, threads, with_frontend, as_json, runs, warmup, rounds, gap_ms, num_classes, save
-):
+    target, backend, threads, with_frontend, as_json, runs, warmup, rounds, gap_ms, num_classes, save,
+    drift_correct, table_path,
+):  # fmt: skip
     """Measure the latency of TARGET: an architecture JSON (untrained weights: latency does not depend on
     them) or a model bundle folder."""
     from musicnas.latency.measure import deployed_from_path, measure_deployed
 
     if save and not target.is_dir():
         raise MusicnasError("--save records the latency in a model bundle; TARGET must be a MODEL_DIR")
+    if table_path is not None and not drift_correct:
+        raise MusicnasError("--table is read by --drift-correct only")
     net = deployed_from_path(target, num_classes=num_classes)
-    result = measure_deployed(net, backend, threads, with_frontend, runs, warmup, gap_ms, rounds).to_dict()
+    if drift_correct:
+        result = _drift_corrected(net, backend, threads, with_frontend, table_path)
+    else:
+        result = measure_deployed(
+            net, backend, threads, with_frontend, runs, warmup, gap_ms, rounds
+        ).to_dict()
     result["source"] = net.source
     if save:
         from musicnas.export.card import record_latency
@@ -164,11 +178,31 @@ def measure(
         return
     m = result["machine"]
     click.echo(
-        f"{result['latency_ms']:.3f} ms (fastest of {runs} runs; median {result['median_ms']:.3f}, "
+        f"{result['latency_ms']:.3f} ms (fastest of {result['runs']} runs; median {result['median_ms']:.3f}, "
         f"IQR {result['iqr_ms']:.3f} ms): {backend}, "
         f"{threads} thread(s), batch 1, input {result['input']['name']} {result['input']['shape']}; "
         f"{m['cpu']} ({m['cores']} cores)"
     )
+    if drift_correct:
+        d = result["drift"]
+        click.echo(
+            f"drift-corrected {d['corrected_ms']:.3f} ms: the machine is {d['drift_factor']:.3f}x as slow as "
+            f"when the table was built ({len(d['references'])} reference networks, median ratio)"
+        )
+
+
+def _drift_corrected(net, backend, threads, with_frontend, table_path) -> dict:
+    """The measurement (as without --drift-correct) with ``"drift": {corrected_ms, drift_factor, ...}``."""
+    from musicnas.latency.table import load_model, measure_against_table
+
+    if with_frontend:
+        raise MusicnasError("--drift-correct measures without the front end (the table's networks have none)")
+    if net.arch is None:
+        raise MusicnasError(f"{net.source} has no architecture to look up a latency table for")
+    input_shape = tuple(net.feature_config.input_shape)
+    model = load_model(net.arch.space, input_shape, net.num_classes, backend, threads, table_path)
+    found = measure_against_table(model, net, sessions=1).to_dict()
+    return {**found.pop("measured"), "drift": found}
 
 
 @latency.command("build-table")

@@ -217,8 +217,10 @@ def search(
     if lat:
         click.echo(
             f"latency: predicted {lat['predicted_ms']:.3f} ms, measured {lat['measured_ms']:.3f} ms "
-            f"(IQR {lat['measured']['iqr_ms']:.3f}) with {lat['measured']['backend']}, "
-            f"{lat['measured']['threads']} thread(s); target {lat['target_ms']:g} ms ({lat['measured_error']:+.1%})"
+            f"(IQR {lat['measured']['iqr_ms']:.3f}; drift {lat['drift_factor']:.3f}, corrected "
+            f"{lat['corrected_ms']:.3f} ms) with {lat['measured']['backend']}, {lat['measured']['threads']} "
+            f"thread(s); target {lat['target_ms']:g} ms (measured {lat['measured_error']:+.1%}, corrected "
+            f"{lat['corrected_error']:+.1%})"
         )
     click.echo(
         f"wrote {out / 'arch.json'}; train it with: musicnas train --arch {out / 'arch.json'} --data ..."

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import torch
@@ -292,6 +293,7 @@ class DeployedNet:
     std: torch.Tensor
     source: str
     arch: object = None
+    num_classes: int | None = None
 
 
 def deployed_from_arch(arch, num_classes: int = 10, feature_config=None, in_channels: int = 1) -> DeployedNet:
@@ -308,7 +310,9 @@ def deployed_from_arch(arch, num_classes: int = 10, feature_config=None, in_chan
         )
     model.eval()
     n_mels = config.n_mels
-    return DeployedNet(model, config, torch.zeros(n_mels), torch.ones(n_mels), "architecture", arch)
+    return DeployedNet(
+        model, config, torch.zeros(n_mels), torch.ones(n_mels), "architecture", arch, num_classes
+    )
 
 
 def deployed_from_path(path, num_classes: int = 10) -> DeployedNet:
@@ -318,7 +322,8 @@ def deployed_from_path(path, num_classes: int = 10) -> DeployedNet:
         from musicnas.export.bundle import load_bundle
 
         clf = load_bundle(path, device="cpu")
-        return DeployedNet(clf.model, clf.feature_config, clf.mean, clf.std, f"bundle {path}", clf.arch)
+        return DeployedNet(clf.model, clf.feature_config, clf.mean, clf.std, f"bundle {path}", clf.arch,
+                           len(clf.classes))  # fmt: skip
     if not path.is_file():
         raise MusicnasError(f"{path} is neither an architecture JSON file nor a model bundle folder")
     from musicnas.spaces import load_arch
@@ -407,3 +412,109 @@ def measure_deployed(
     """Latency of ``net`` at batch 1 as deployed with ``backend`` (see the module docstring)."""
     (measurement,), _ = measure_many([net], backend, threads, with_frontend, runs, warmup, gap_ms, rounds)
     return measurement
+
+
+DEFAULT_REFERENCES = 5  # reference networks measured beside a network to correct for the machine's drift
+
+
+@dataclass
+class DriftCorrected:
+    """A network measured interleaved with reference networks of known latency (``reference_ms``, e.g.
+    a latency table's fitting networks as measured when the table was built): ``measured`` is the raw
+    measurement, ``drift_factor`` the median over references of (latency now / known latency), i.e. how
+    much slower the machine is now than when the references were measured, and ``corrected_ms`` the raw
+    latency divided by it: the network's latency on the machine as it was then. Over several sessions
+    each network's latency is its fastest run in any session (the protocol's estimate over all runs);
+    ``sessions`` keeps every session's own raw, drift and corrected figures."""
+
+    measured: Measurement
+    drift_factor: float
+    corrected_ms: float
+    reference_ms: list[float]
+    reference_now_ms: list[float]
+    sessions: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "measured_ms": self.measured.latency_ms,
+            "corrected_ms": self.corrected_ms,
+            "drift_factor": self.drift_factor,
+            "references": [
+                {"known_ms": then, "now_ms": now, "ratio": now / then}
+                for then, now in zip(self.reference_ms, self.reference_now_ms, strict=True)
+            ],
+            "sessions": list(self.sessions),
+            "measured": self.measured.to_dict(),
+        }
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages now (None where the system has none): what a measurement
+    on a shared machine ran beside."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def drift_factor(now_ms: Sequence[float], known_ms: Sequence[float]) -> float:
+    """Median over reference networks of their latency now over their known latency (> 1: the machine
+    is slower now). The median, so that one reference disturbed by a busy spell does not move it."""
+    if len(now_ms) == 0:
+        raise MusicnasError("a drift correction needs at least one reference network; none was given")
+    if len(now_ms) != len(known_ms):
+        raise MusicnasError(f"got {len(now_ms)} reference measurements for {len(known_ms)} known latencies")
+    bad = [v for v in [*now_ms, *known_ms] if not (np.isfinite(v) and v > 0)]
+    if bad:
+        raise MusicnasError(f"reference latencies must be positive and finite, got {bad[0]!r}")
+    return float(median(now / then for now, then in zip(now_ms, known_ms, strict=True)))
+
+
+def measure_drift_corrected(
+    net: DeployedNet,
+    references: Sequence[DeployedNet],
+    reference_ms: Sequence[float],
+    backend: str = DEFAULT_BACKEND,
+    threads: int = DEFAULT_THREADS,
+    runs: int = DEFAULT_RUNS,
+    rounds: int = DEFAULT_ROUNDS,
+    warmup: int = DEFAULT_WARMUP,
+    sessions: int = 1,
+    seed: int = 0,
+    measure: Callable[..., tuple[list[Measurement], list[np.ndarray]]] = measure_many,
+) -> DriftCorrected:
+    """``net`` measured in the same interleaved rounds as ``references`` (:func:`measure_many`), whose
+    latencies under the same protocol are known (``reference_ms``), in ``sessions`` sessions: the raw
+    latency, the machine's drift since the references were measured and the corrected latency (see
+    :class:`DriftCorrected`). Why: on a shared VM the same network measured alone gives 0.78 and 1.13 ms
+    a minute apart (docs/latency.md), while networks measured in the same rounds move together.
+    ``measure`` is :func:`measure_many` (a stand-in in tests)."""
+    if not references:
+        raise MusicnasError(
+            "a drift-corrected measurement needs reference networks of known latency; none was given "
+            "(a latency table's fitting networks serve: build the table with --fit-archs >= 1)"
+        )
+    if len(references) != len(reference_ms):
+        raise MusicnasError(
+            f"got {len(references)} reference networks for {len(reference_ms)} known latencies"
+        )
+    if sessions < 1:
+        raise MusicnasError(f"need at least one measuring session, got {sessions}")
+    drift_factor([1.0] * len(reference_ms), reference_ms)  # a clear error for a bad known latency first
+    best: list[Measurement] | None = None
+    per_session = []
+    for s in range(sessions):
+        found, _ = measure([net, *references], backend, threads, runs=runs, warmup=warmup, rounds=rounds,
+                           seed=seed + s)  # fmt: skip
+        drift = drift_factor([m.latency_ms for m in found[1:]], reference_ms)
+        per_session.append({"measured_ms": found[0].latency_ms, "drift_factor": drift,
+                            "corrected_ms": found[0].latency_ms / drift, "load_average": load_average()})  # fmt: skip
+        best = (
+            found
+            if best is None
+            else [min(a, b, key=lambda m: m.latency_ms) for a, b in zip(best, found, strict=True)]
+        )
+    now = [m.latency_ms for m in best[1:]]
+    drift = drift_factor(now, reference_ms)
+    return DriftCorrected(best[0], drift, best[0].latency_ms / drift, [float(v) for v in reference_ms], now,
+                          per_session)  # fmt: skip

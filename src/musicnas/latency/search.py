@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from musicnas.latency.measure import deployed_from_arch, measure_deployed
-from musicnas.latency.table import DEFAULT_TABLE_ROUNDS, DEFAULT_TABLE_RUNS, feature_config_for
+from musicnas.latency.measure import deployed_from_arch
+from musicnas.latency.table import feature_config_for, measure_against_table
 from musicnas.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -15,8 +15,10 @@ MEASURE_SESSIONS = 3
 
 
 def record_arch_latency(search, result: dict) -> dict:
-    """Measures the derived architecture (``RUN/arch.json``) with the table's backend and threads, adds
-    ``{"target_ms", "predicted_ms", "measured": <Measurement>, "table": ...}`` to arch.json and returns it."""
+    """Measures the derived architecture (``RUN/arch.json``) with the table's backend and threads,
+    interleaved with the table's reference networks, adds ``{"target_ms", "predicted_ms", "measured_ms"
+    (raw), "drift_factor", "corrected_ms" (raw / drift), "measured": <Measurement>, "drift": ..., "table":
+    ...}`` to arch.json and returns it."""
     model = search.latency_model
     arch_path = search.out / "arch.json"
     arch_json = read_json(arch_path, what="derived architecture")
@@ -25,16 +27,13 @@ def record_arch_latency(search, result: dict) -> dict:
     # one the table predicted, never one with the default input shape
     config = feature_config_for(search.input_shape, getattr(search.data, "config", None))
     net = deployed_from_arch(arch, search.num_classes, config, search.input_shape[0])
-    # the table's protocol, so predicted and measured are the same quantity; in MEASURE_SESSIONS separate
-    # sessions, the fastest kept: one network alone has nothing to interleave with, and a busy spell of
-    # a few seconds once made the same architecture measure 1.37 ms against 0.91 ms (docs/latency.md)
-    sessions = [
-        measure_deployed(
-            net, model.backend, model.threads, runs=DEFAULT_TABLE_RUNS, rounds=DEFAULT_TABLE_ROUNDS
-        )
-        for _ in range(MEASURE_SESSIONS)
-    ]
-    measured = min(sessions, key=lambda m: m.latency_ms)
+    # the table's protocol, so predicted and measured are the same quantity, interleaved with the table's
+    # fitting networks (the references), whose latency when the table was built is known: the machine's
+    # speed drifts by tens of percent over minutes (the same network measured 0.78 and 1.13 ms a minute
+    # apart, docs/latency.md), and the references tell that drift from the network's latency. In
+    # MEASURE_SESSIONS sessions, each network's fastest run over all of them kept.
+    found = measure_against_table(model, net, sessions=MEASURE_SESSIONS)
+    measured = found.measured
     predicted = model.predict(arch)
     target = search.config.cost_target
     record = {
@@ -42,13 +41,18 @@ def record_arch_latency(search, result: dict) -> dict:
         "predicted_ms": predicted,
         "measured_ms": measured.latency_ms,
         "measured_error": measured.latency_ms / target - 1.0 if target else None,
+        "drift_factor": found.drift_factor,
+        "corrected_ms": found.corrected_ms,
+        "corrected_error": found.corrected_ms / target - 1.0 if target else None,
         "measured": measured.to_dict(),
-        "measured_sessions_ms": [m.latency_ms for m in sessions],
+        "drift": {k: v for k, v in found.to_dict().items() if k in ("references", "sessions")},
         "table": model.describe(),
     }
     atomic_write_json(arch_path, {**arch_json, "latency": record})
     log.info(
-        "derived architecture: predicted %.3f ms, measured %.3f ms (median %.3f) with %s, %d thread(s); target %s ms",
-        predicted, measured.latency_ms, measured.median_ms, model.backend, model.threads, target,
+        "derived architecture: predicted %.3f ms, measured %.3f ms (median %.3f), drift %.3f, corrected "
+        "%.3f ms with %s, %d thread(s); target %s ms",
+        predicted, measured.latency_ms, measured.median_ms, found.drift_factor, found.corrected_ms,
+        model.backend, model.threads, target,
     )  # fmt: skip
     return record

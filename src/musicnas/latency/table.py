@@ -35,11 +35,14 @@ import torch
 from musicnas.latency import DEFAULT_BACKEND, DEFAULT_THREADS
 from musicnas.latency.measure import (
     DEFAULT_GAP_MS,
+    DEFAULT_REFERENCES,
     DEFAULT_WARMUP,
+    DriftCorrected,
     check_backend,
     deployed_from_arch,
     machine_info,
     machine_key,
+    measure_drift_corrected,
     measure_many,
     prepare_module,
     summarise,
@@ -451,16 +454,72 @@ def check_model(
     }  # fmt: skip
 
 
+def reference_archs(model: LatencyModel, near_ms: float | None = None, n: int = DEFAULT_REFERENCES):
+    """Up to ``n`` of the table's fitting architectures (those the fit kept) and their latency measured
+    when the table was built, the references of a drift-corrected measurement: the ``n`` whose latency
+    was nearest ``near_ms`` (networks of similar size slow down alike), else the first ``n``."""
+    hint = "rebuild it with `musicnas latency build-table` (with --fit-archs >= 1)"
+    rows = [r for r in model.fit.get("archs", []) if not r.get("excluded") and "flat" in r]
+    if not rows:
+        raise MusicnasError(
+            f"the latency table {model.path or ''} has no fitting networks to serve as references for a "
+            f"drift-corrected measurement; {hint}"
+        )
+    if n < 1:
+        raise MusicnasError(f"need at least one reference network, got {n}")
+    if near_ms is not None:
+        rows = sorted(rows, key=lambda r: abs(float(r["measured_ms"]) - near_ms))
+    from musicnas.spaces import get_space_module
+
+    arch_type = get_space_module(model.space.type).Arch
+    archs = [arch_type.from_flat(r["flat"], model.space) for r in rows[:n]]
+    return archs, [float(r["measured_ms"]) for r in rows[:n]]
+
+
+def measure_against_table(
+    model: LatencyModel,
+    net,
+    sessions: int = 1,
+    n_references: int = DEFAULT_REFERENCES,
+    runs: int = DEFAULT_TABLE_RUNS,
+    rounds: int = DEFAULT_TABLE_ROUNDS,
+    measure=measure_many,
+) -> DriftCorrected:
+    """``net`` (a :class:`~musicnas.latency.measure.DeployedNet` without front end) measured with the
+    table's backend, threads and protocol, interleaved with the table's fitting networks nearest its
+    predicted latency, and corrected for the machine's drift since the table was built
+    (:func:`~musicnas.latency.measure.measure_drift_corrected`): the corrected latency is the quantity
+    the table predicts, the latency on the machine as it was when the table was built."""
+    input_shape = tuple(int(v) for v in net.feature_config.input_shape)
+    if input_shape != tuple(model.input_shape):
+        raise MusicnasError(
+            f"the network's input {input_shape} is not the latency table's {tuple(model.input_shape)}; "
+            "pass the table built for this input"
+        )
+    near = model.predict(net.arch) if net.arch is not None and net.arch.space == model.space else None
+    archs, known = reference_archs(model, near, n_references)
+    refs = [deployed_from_arch(a, model.num_classes, net.feature_config, model.input_shape[0]) for a in archs]
+    return measure_drift_corrected(net, refs, known, model.backend, model.threads, runs=runs, rounds=rounds,
+                                   warmup=model.fit.get("warmup", DEFAULT_WARMUP), sessions=sessions,
+                                   measure=measure)  # fmt: skip
+
+
 def model_for_search(config, space, input_shape, num_classes: int, feature_config=None) -> LatencyModel:
     """The table a latency-aware search uses: ``config.latency_table`` or this machine's file; built
-    (once, then cached) when it is missing, so ``--target-latency-ms`` works on a fresh machine."""
+    (once, then cached) when it is missing, so ``--target-latency-ms`` works on a fresh machine. A table
+    without fitting networks is refused: they are the references the derived network is measured with."""
     backend, threads = config.latency_backend, config.latency_threads
     path = Path(config.latency_table) if config.latency_table else default_table_path(backend, threads)
     try:
-        return load_model(space, input_shape, num_classes, backend, threads, path)
+        model = load_model(space, input_shape, num_classes, backend, threads, path)
     except MusicnasError as exc:
         if path.is_file() and "has no table" not in str(exc):
             raise
+    else:
+        reference_archs(
+            model
+        )  # the derived network is measured against them: refuse now, not after the search
+        return model
     log.info("no latency table for this space and input in %s: building it (once per machine)", path)
     model = build_model(space, input_shape, num_classes, backend, threads, feature_config=feature_config)
     save_model(model, path)

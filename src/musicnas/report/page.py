@@ -350,8 +350,11 @@ def latency_section(run: RunInputs | None) -> Section | None:
         machine = m.get("machine") or {}
         body.append(key_value_table([
             ("target (ms)", record.get("target_ms")), ("predicted (ms)", record.get("predicted_ms")),
-            ("measured median (ms)", record.get("measured_ms")), ("measured IQR (ms)", m.get("iqr_ms")),
-            ("measured vs target", record.get("measured_error")), ("backend", m.get("backend")),
+            ("measured (ms, fastest run)", record.get("measured_ms")), ("measured IQR (ms)", m.get("iqr_ms")),
+            ("measured vs target", record.get("measured_error")),
+            ("machine drift (now / when the table was built)", record.get("drift_factor")),
+            ("drift-corrected (ms)", record.get("corrected_ms")),
+            ("drift-corrected vs target", record.get("corrected_error")), ("backend", m.get("backend")),
             ("threads", m.get("threads")), ("CPU", f"{machine.get('cpu')} ({machine.get('cores')} cores)"),
         ]))  # fmt: skip
     return Section("latency", "Accuracy vs latency", "\n".join(body))
