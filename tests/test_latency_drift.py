@@ -46,7 +46,7 @@ def fake_measure(slowdowns, disturbed=None, latency_of=lambda net: net.true_ms):
             )
             for n in nets
         ]
-        return found, [np.array([m.latency_ms]) for m in found]
+        return found, [np.full(runs, m.latency_ms) for m in found]
 
     measure.calls = calls
     return measure
@@ -69,6 +69,33 @@ def test_a_uniform_slowdown_is_measured_and_removed():
     assert [r["ratio"] for r in record["references"]] == pytest.approx([1.3, 1.3, 1.3])
     (session,) = record["sessions"]
     assert session["drift_factor"] == pytest.approx(1.3) and session["corrected_ms"] == pytest.approx(0.9)
+    assert record["round_drift"] == pytest.approx({"min": 1.3, "median": 1.3, "max": 1.3})
+
+
+def test_a_fast_spell_only_the_network_caught_does_not_move_the_paired_estimate():
+    """Every round at 1.3x, except that in round 3 the network alone ran at 1.0x (a spell that ended
+    before its references ran). Its fastest run is then the spell's; dividing it by the references'
+    fastest runs would report 0.9 / 1.3 ms. Paired by round, only round 3 is off, and the median over
+    rounds is the undrifted latency."""
+    runs, rounds = 40, 10
+
+    def measure(nets, backend, threads, runs, warmup, rounds, seed):
+        times = []
+        for n in nets:
+            speed = [1.0 if (n.name == "net" and r == 3) else 1.3 for r in range(rounds)]
+            times.append(np.concatenate([np.full(len(c), n.true_ms * speed[r])
+                                         for r, c in enumerate(np.array_split(np.arange(runs), rounds))]))  # fmt: skip
+        return [_measurement(float(t.min())) for t in times], times
+
+    refs = [_net(0.5), _net(0.8), _net(1.2)]
+    found = measure_drift_corrected(_net(0.9, "net"), refs, [0.5, 0.8, 1.2], runs=runs, rounds=rounds,
+                                    measure=measure)  # fmt: skip
+    assert found.measured.latency_ms == pytest.approx(0.9)  # the raw figure is the spell's
+    assert found.corrected_ms == pytest.approx(0.9)
+    assert found.drift_factor == pytest.approx(
+        1.0
+    )  # at the raw figure's moment the machine was as fast as then
+    assert found.to_dict()["round_drift"] == pytest.approx({"min": 1.3, "median": 1.3, "max": 1.3})
 
 
 def test_sessions_keep_each_networks_fastest_and_the_median_ignores_a_disturbed_reference():

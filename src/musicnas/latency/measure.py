@@ -420,12 +420,17 @@ DEFAULT_REFERENCES = 5  # reference networks measured beside a network to correc
 @dataclass
 class DriftCorrected:
     """A network measured interleaved with reference networks of known latency (``reference_ms``, e.g.
-    a latency table's fitting networks as measured when the table was built): ``measured`` is the raw
-    measurement, ``drift_factor`` the median over references of (latency now / known latency), i.e. how
-    much slower the machine is now than when the references were measured, and ``corrected_ms`` the raw
-    latency divided by it: the network's latency on the machine as it was then. Over several sessions
-    each network's latency is its fastest run in any session (the protocol's estimate over all runs);
-    ``sessions`` keeps every session's own raw, drift and corrected figures."""
+    a latency table's fitting networks as measured when the table was built).
+
+    ``measured`` is the raw measurement (each network's fastest run over all sessions). ``corrected_ms``
+    pairs the networks in time: in each round (every network's share of runs, all within a fraction of a
+    second) the round's drift is the median over references of (their fastest run in the round / known
+    latency), and the network's fastest run in the round divided by it is that round's corrected
+    latency; ``corrected_ms`` is the median over all rounds of all sessions. ``drift_factor`` is
+    ``measured_ms / corrected_ms``: how much slower than when the references were measured the machine
+    was at the network's fastest run (> 1: slower now). ``reference_now_ms`` are the references' own
+    fastest runs, ``round_drift`` the rounds' drifts (min, median, max), ``sessions`` every session's own
+    figures."""
 
     measured: Measurement
     drift_factor: float
@@ -433,12 +438,21 @@ class DriftCorrected:
     reference_ms: list[float]
     reference_now_ms: list[float]
     sessions: list[dict] = field(default_factory=list)
+    round_drift: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "measured_ms": self.measured.latency_ms,
             "corrected_ms": self.corrected_ms,
             "drift_factor": self.drift_factor,
+            "estimator": "median over rounds of fastest run / round drift",
+            "round_drift": {
+                "min": self.round_drift[0],
+                "median": self.round_drift[1],
+                "max": self.round_drift[2],
+            }
+            if self.round_drift
+            else None,
             "references": [
                 {"known_ms": then, "now_ms": now, "ratio": now / then}
                 for then, now in zip(self.reference_ms, self.reference_now_ms, strict=True)
@@ -502,19 +516,48 @@ def measure_drift_corrected(
         raise MusicnasError(f"need at least one measuring session, got {sessions}")
     drift_factor([1.0] * len(reference_ms), reference_ms)  # a clear error for a bad known latency first
     best: list[Measurement] | None = None
-    per_session = []
+    per_session, corrected, drifts = [], [], []
     for s in range(sessions):
-        found, _ = measure([net, *references], backend, threads, runs=runs, warmup=warmup, rounds=rounds,
-                           seed=seed + s)  # fmt: skip
-        drift = drift_factor([m.latency_ms for m in found[1:]], reference_ms)
-        per_session.append({"measured_ms": found[0].latency_ms, "drift_factor": drift,
-                            "corrected_ms": found[0].latency_ms / drift, "load_average": load_average()})  # fmt: skip
+        load = load_average()
+        found, times = measure([net, *references], backend, threads, runs=runs, warmup=warmup, rounds=rounds,
+                               seed=seed + s)  # fmt: skip
+        session_corrected, session_drifts = paired_rounds(times, reference_ms, rounds)
+        corrected.extend(session_corrected)
+        drifts.extend(session_drifts)
+        raw = found[0].latency_ms
+        median_corrected = float(np.median(session_corrected))
+        per_session.append({"measured_ms": raw, "corrected_ms": median_corrected,
+                            "drift_factor": raw / median_corrected, "load_average": load})  # fmt: skip
         best = (
             found
             if best is None
             else [min(a, b, key=lambda m: m.latency_ms) for a, b in zip(best, found, strict=True)]
         )
-    now = [m.latency_ms for m in best[1:]]
-    drift = drift_factor(now, reference_ms)
-    return DriftCorrected(best[0], drift, best[0].latency_ms / drift, [float(v) for v in reference_ms], now,
-                          per_session)  # fmt: skip
+    raw, corrected_ms = best[0].latency_ms, float(np.median(corrected))
+    return DriftCorrected(best[0], raw / corrected_ms, corrected_ms, [float(v) for v in reference_ms],
+                          [m.latency_ms for m in best[1:]], per_session,
+                          [float(np.min(drifts)), float(np.median(drifts)), float(np.max(drifts))])  # fmt: skip
+
+
+def round_minima(times_ms: np.ndarray, rounds: int) -> np.ndarray:
+    """The fastest run of each round of a network's timings from :func:`time_interleaved` (its runs are
+    stored in running order, round after round, in the rounds' shares)."""
+    return np.array(
+        [chunk.min() for chunk in np.array_split(np.asarray(times_ms), min(rounds, len(times_ms)))]
+    )
+
+
+def paired_rounds(
+    times: Sequence[np.ndarray], reference_ms: Sequence[float], rounds: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drift correction paired in time: ``times`` are the network's timings then its references', from
+    the same interleaved rounds (:func:`time_interleaved`). In a round the network and its references ran
+    within a fraction of a second of each other, so the round's drift (median over references of their
+    fastest run in the round / known latency) is the machine's speed while the network ran. Returns each
+    round's corrected latency (the network's fastest run in the round / the round's drift) and drift.
+    Why not the fastest runs over the whole measurement: each network's fastest run may fall in another
+    moment, and on the shared VM one network catching a fast spell the others missed moved that
+    estimate by up to 20% between repeats (docs/latency.md)."""
+    minima = [round_minima(t, rounds) for t in times]
+    drifts = np.array([drift_factor([m[r] for m in minima[1:]], reference_ms) for r in range(len(minima[0]))])
+    return minima[0] / drifts, drifts

@@ -45,7 +45,11 @@ def record_arch_latency(search, result: dict) -> dict:
         "corrected_ms": found.corrected_ms,
         "corrected_error": found.corrected_ms / target - 1.0 if target else None,
         "measured": measured.to_dict(),
-        "drift": {k: v for k, v in found.to_dict().items() if k in ("references", "sessions")},
+        "drift": {
+            k: v
+            for k, v in found.to_dict().items()
+            if k in ("estimator", "round_drift", "references", "sessions")
+        },
         "table": model.describe(),
     }
     atomic_write_json(arch_path, {**arch_json, "latency": record})
