@@ -137,12 +137,15 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2000, help="random architectures giving the percentiles")
     parser.add_argument("--table", default=None, help="latency table file [this machine's in the user cache]")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="threads of training and search [all usable cores]"
+    )
     args = parser.parse_args()
 
     from musicnas.data.cache import open_data
 
     out = Path(args.out)
-    rt = runtime.setup(args.device)
+    rt = runtime.setup(args.device, args.torch_threads)
     data = open_data(args.data)
     bench = Bench(data, parse_budget(args.budget), rt, out, args.data)
     space = make_space(bench.budget)
