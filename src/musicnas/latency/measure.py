@@ -13,6 +13,9 @@ With ``with_frontend`` the input is a waveform clip and the model includes the l
 bundle's normalisation (the DFT-as-conv front end in ONNX, ``torch.stft`` in PyTorch); without it the
 input is a log-mel feature tensor ``[1, 1, n_mels, frames]``. Weights do not change latency, so an
 architecture is measured with freshly initialised weights.
+
+:func:`measure_drift_corrected` measures a network interleaved with reference networks of known latency
+and corrects its latency for the machine's drift since they were measured (:class:`DriftCorrected`).
 """
 
 from __future__ import annotations
