@@ -80,14 +80,14 @@ log = logging.getLogger(__name__)
     type=NON_NEGATIVE_FLOAT,
     default=None,
     help="Random level offset per clip, up to this many normalised units (about one band std), 0 off "
-    "[default: 0].",
+    "[default: 0.5].",
 )
 @click.option(
     "--tilt",
     type=NON_NEGATIVE_FLOAT,
     default=None,
     help="Random spectral tilt per clip (a ramp over the mel bands reaching this many normalised units at "
-    "each end), 0 off [default: 0].",
+    "each end), 0 off [default: 0.5].",
 )
 @click.option(
     "--ema-decay",

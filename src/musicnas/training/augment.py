@@ -35,9 +35,11 @@ class AugmentConfig:
     mixup_alpha: float = 0.3
     # A recording's level and EQ differ from another's without changing what it is: a random gain (the
     # same offset on every band) and a random spectral tilt (a linear ramp over the bands, low end down
-    # and high end up or the reverse), in units of the normalised features (about one band std).
-    gain: float = 0.0  # offset uniform in [-gain, gain]
-    tilt: float = 0.0  # ramp from -t at the lowest band to +t at the highest, t uniform in [-tilt, tilt]
+    # and high end up or the reverse), in units of the normalised features (about one band std). On by
+    # default: on real music 0.5 / 0.5 gave 52.8 ± 2.9 vs 51.0 ± 3.8% of test files and 48.4 ± 4.1 vs
+    # 41.9 ± 2.4% of val files, 3 seeds (docs/realmusic.md).
+    gain: float = 0.5  # offset uniform in [-gain, gain]
+    tilt: float = 0.5  # ramp from -t at the lowest band to +t at the highest, t uniform in [-tilt, tilt]
 
     def to_dict(self) -> dict:
         return asdict(self)
