@@ -42,7 +42,7 @@ def trained(tiny_cache, tmp_path_factory):
 
 def test_train_writes_the_bundle_layout(trained):
     out, output = trained
-    assert "best epoch" in output and "Model bundle" in output
+    assert "kept epoch" in output and "Model bundle" in output
     for name in ("model.safetensors", "arch.json", "bundle.json", "summary.json", "metrics_epochs.jsonl"):
         assert (out / name).is_file(), name
     assert (out / "checkpoints" / "last.pt").is_file()

@@ -19,7 +19,11 @@ from musicnas.spaces.macro import MacroSpace
 from musicnas.training.trainer import TrainConfig
 
 CONFIG = TrainConfig(
-    epochs=3, batch_size=4, patience=0, augment=TrainConfig().augment.__class__(mixup_alpha=0.4)
+    epochs=3,
+    batch_size=4,
+    patience=0,
+    select_by="val_acc",
+    augment=TrainConfig().augment.__class__(mixup_alpha=0.4),
 )
 
 
@@ -139,7 +143,7 @@ def test_any_module_trains_and_early_stopping_stops(tiny_cache, tmp_path, rt):
     torch.manual_seed(0)
     model = _build_linear(None, 1, tiny_cache.num_classes)
     spec = ModelSpec.for_type("test_train_linear", 1, tiny_cache.num_classes)
-    cfg = TrainConfig(epochs=12, batch_size=4, lr=1e-6, min_lr=0.0, patience=2)
+    cfg = TrainConfig(epochs=12, batch_size=4, lr=1e-6, min_lr=0.0, patience=2, select_by="val_acc")
     summary = train_model(
         model, tiny_cache, tmp_path / "lin", cfg, rt, seed=0, model_spec=spec, show_progress=False
     )
@@ -150,7 +154,41 @@ def test_any_module_trains_and_early_stopping_stops(tiny_cache, tmp_path, rt):
     assert clf.spec.type == "test_train_linear"
 
 
+@pytest.mark.parametrize("rule", ["last", "val_loss"])
+def test_the_selection_rule_decides_which_epoch_is_kept(tiny_cache, tmp_path, rt, rule):
+    out = tmp_path / rule
+    summary = train_arch(
+        _arch(), tiny_cache, out, CONFIG.replace(select_by=rule), rt, seed=7, show_progress=False
+    )
+    history = _history(out)
+    kept = history[-1] if rule == "last" else min(history, key=lambda r: r["val_loss"])
+    assert summary["best_epoch"] == kept["epoch"]
+    assert summary["val"]["loss"] == pytest.approx(kept["val_loss"], rel=1e-4)
+    if rule == "last":  # the bundle holds the final weights, those of the checkpoint
+        final = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+        saved = load_file(out / "model.safetensors")
+        assert all(torch.equal(saved[k], final[k]) for k in saved)
+
+
+def test_a_run_recorded_before_select_by_resumes_keeping_the_best_val_epoch(tiny_cache, tmp_path, rt):
+    out = tmp_path / "old"
+    _train_until_epoch_two(tiny_cache, out, CONFIG, rt)
+    ckpt = out / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["config"]["select_by"], state["top_val_acc"]  # what an older musicnas wrote
+    torch.save(state, ckpt)
+    record = json.loads((out / "train_config.json").read_text())
+    del record["config"]["select_by"]
+    config = TrainConfig.from_record(record["config"])
+    assert config.select_by == "val_acc" and TrainConfig.from_dict(record["config"]).select_by == "last"
+    summary = train_arch(_arch(), tiny_cache, out, config, rt, seed=7, resume=True, show_progress=False)
+    best = max(_history(out), key=lambda r: (r["val_acc"], -r["val_loss"]))
+    assert summary["best_epoch"] == best["epoch"]
+
+
 def test_bad_options_are_user_errors():
+    with pytest.raises(MusicnasError, match="select_by='best'"):
+        TrainConfig(select_by="best")
     with pytest.raises(MusicnasError, match="batch_size"):
         TrainConfig(batch_size=1)
     with pytest.raises(MusicnasError, match="unknown training options"):

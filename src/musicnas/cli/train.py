@@ -96,6 +96,14 @@ log = logging.getLogger(__name__)
     help="Average the weights with this decay per step and select and save the average, 0 off [default: 0].",
 )
 @click.option(
+    "--select",
+    "select_by",
+    type=click.Choice(["last", "val_acc", "val_loss"]),  # trainer.SELECT_BY (kept torch-free here)
+    default=None,
+    help="Which epoch's weights to keep: last (the end of the cosine decay), val_acc (best val clip "
+    "accuracy) or val_loss [default: last; on small val splits the best val epoch is mostly the luckiest].",
+)
+@click.option(
     "--patience",
     type=NON_NEGATIVE_INT,
     default=None,
@@ -125,13 +133,14 @@ def train(
     gain,
     tilt,
     ema_decay,
+    select_by,
     patience,
     measure_latency,
     cache,
     rt,
 ):
-    """Train the fixed network of an architecture from scratch (train split; best epoch chosen on the
-    val split) and write a model bundle to --out: weights (safetensors), arch.json, bundle.json (feature
+    """Train the fixed network of an architecture from scratch (train split; the last epoch kept, or
+    the best on the val split with --select) and write a model bundle to --out: weights (safetensors), arch.json, bundle.json (feature
     options, classes, normalisation), summary.json with val/test metrics, per-epoch metrics.
 
     \b
@@ -156,6 +165,7 @@ def train(
         "augment_gain": gain,
         "augment_tilt": tilt,
         "ema_decay": ema_decay,
+        "select_by": select_by,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     model_opts = {"channels": channels, "dropout": dropout}
@@ -166,7 +176,7 @@ def train(
             )
         out = resume
         recorded = read_train_record(resume / TRAIN_CONFIG_FILE)
-        config = TrainConfig.from_dict(recorded["config"]).replace(**overrides)
+        config = TrainConfig.from_record(recorded["config"]).replace(**overrides)
         seed = recorded["seed"] if seed is None else seed
         model = recorded["model"]
         for key, value in model_opts.items():
@@ -203,7 +213,7 @@ def train(
     _card(out, arch_path, measure_latency)
     val, test, cost = summary["val"], summary["test"], summary["cost"]
     click.echo(
-        f"best epoch {summary['best_epoch']}/{summary['epochs_run']}"
+        f"kept epoch {summary['best_epoch']}/{summary['epochs_run']} ({config.select_by})"
         + (" (stopped early)" if summary["stopped_early"] else "")
         + f": val clip acc {val['clip_accuracy']:.3f}, file acc {val['file_accuracy']:.3f}, "
         f"track acc {val['track_accuracy']:.3f}"
@@ -247,7 +257,7 @@ def read_train_record(path: Path) -> dict:
     ]
     if not problems:
         try:
-            TrainConfig.from_dict(record["config"])
+            TrainConfig.from_record(record["config"])
         except MusicnasError as exc:
             problems.append(str(exc))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
