@@ -36,8 +36,25 @@ from musicnas.spaces import get_space_module, load_arch
 from musicnas.utils.io import atomic_write_json, read_json
 
 
-def trained_points(run_dirs: list[Path]) -> list[dict]:
-    """One point per distinct architecture: its decisions and its trainings' mean accuracies."""
+def last_epoch_accuracies(run: Path, rt) -> tuple[float, float]:
+    """(val clip, test file) accuracy of a training's last-epoch weights (``checkpoints/last.pt``),
+    whichever epoch its bundle kept: the ground truth ``musicnas train --select last`` gives."""
+    import musicnas
+    from musicnas.training.evaluate import evaluate_split
+    from musicnas.utils.io import load_checkpoint
+
+    clf = musicnas.load(run, device="cpu")
+    clf.model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
+    clf.model.eval()
+    summary = read_json(run / "summary.json", "training summary")
+    data = open_data(summary["data"]["root"])
+    val = evaluate_split(clf.model, data, "val", rt)["clip_accuracy"]
+    return float(val), float(evaluate_split(clf.model, data, "test", rt)["file_accuracy"])
+
+
+def trained_points(run_dirs: list[Path], weights: str = "kept", rt=None) -> list[dict]:
+    """One point per distinct architecture: its decisions and its trainings' mean accuracies, of the
+    weights each bundle kept (``kept``, from ``summary.json``) or of the last epoch's (``last``)."""
     points: dict[str, dict] = {}
     for run in run_dirs:
         if not (run / "summary.json").is_file() or not (run / "arch.json").is_file():
@@ -45,11 +62,15 @@ def trained_points(run_dirs: list[Path]) -> list[dict]:
             continue
         arch = load_arch(run / "arch.json")
         summary = read_json(run / "summary.json", "training summary")
+        if weights == "last":
+            val_clip, test_file = last_epoch_accuracies(run, rt)
+        else:
+            val_clip, test_file = summary["val"]["clip_accuracy"], summary["test"]["file_accuracy"]
         key = json.dumps(arch.to_flat())
         point = points.setdefault(key, {"arch": arch, "runs": [], "val_clip": [], "test_file": []})
         point["runs"].append(str(run))
-        point["val_clip"].append(float(summary["val"]["clip_accuracy"]))
-        point["test_file"].append(float(summary["test"]["file_accuracy"]))
+        point["val_clip"].append(float(val_clip))
+        point["test_file"].append(float(test_file))
     return list(points.values())
 
 
@@ -72,6 +93,12 @@ def main() -> None:
     parser.add_argument(
         "--modes", default="eval,recalibrate", help=f"BN scoring modes, of {', '.join(BN_MODES)}"
     )
+    parser.add_argument(
+        "--weights",
+        choices=("kept", "last"),
+        default="kept",
+        help="ground truth from the weights each training kept (summary.json) or from its last epoch's",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", default=None, help="write every score and correlation to this JSON file")
     args = parser.parse_args()
@@ -81,7 +108,7 @@ def main() -> None:
         raise SystemExit(f"unknown BN mode(s) {bad}: choose from {', '.join(BN_MODES)}")
 
     rt = runtime.setup("cpu", threads=args.threads)
-    points = trained_points([Path(p) for p in args.trained])
+    points = trained_points([Path(p) for p in args.trained], args.weights, rt)
     if len(points) < 3:
         raise SystemExit(f"need at least 3 distinct trained architectures, got {len(points)}")
     val_truth = [float(np.mean(p["val_clip"])) for p in points]
@@ -89,7 +116,8 @@ def main() -> None:
     result = {"points": [{"runs": p["runs"], "val_clip": v, "test_file": t}
                          for p, v, t in zip(points, val_truth, test_truth, strict=True)],  # fmt: skip
               "searches": {}}  # fmt: skip
-    print(f"{len(points)} trained architectures; truth: val clip accuracy and test file accuracy")
+    print(f"{len(points)} trained architectures; truth: val clip accuracy and test file accuracy "
+          f"({args.weights} weights)")  # fmt: skip
     print(f"{'search run':32s} {'score':18s} {'tau(val)':>9s} {'p':>6s} {'rho(val)':>9s} {'tau(test)':>10s}")
     for run in args.search:
         config = load_run_config(run)
