@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
     default=None,
     help="Model bundle folder to write (required unless --resume gives it).",
 )
-@click.option("--epochs", type=COUNT, default=None, help="Training epochs [default: 16].")
+@click.option("--epochs", type=COUNT, default=None, help="Training epochs [default: 24].")
 @click.option(
     "--seed",
     type=SEED,
