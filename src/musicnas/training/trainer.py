@@ -57,7 +57,7 @@ class TrainConfig:
     training samples: a few minutes for the cpu preset's 12-channel networks on 2 CPU cores. Training
     time grows with MACs."""
 
-    # 24, not 16: with the last epoch kept, 53.3 +- 2.3 vs 51.2 +- 3.6% of real-music test files over the
+    # 24, not 16: with the last epoch kept, 53.3 +- 2.4 vs 51.2 +- 3.6% of real-music test files over the
     # same 5 search + train pipelines (paired +2.1 +- 3.8, within its spread; docs/realmusic.md)
     epochs: int = 24
     batch_size: int = 32
