@@ -37,7 +37,7 @@ def _parse_value(text: str):
         return text
 
 
-def _pairs(items: tuple[str, ...], what: str) -> dict:
+def pairs(items: tuple[str, ...], what: str) -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -47,11 +47,21 @@ def _pairs(items: tuple[str, ...], what: str) -> dict:
     return out
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``, or a click error naming ``--seeds``."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected comma-separated integers", param_hint="--seeds"
+        ) from None
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _fmt(values: list[float]) -> str:
+def fmt(values: list[float]) -> str:
     m, s = _mean_std(values)
     return f"{100 * m:.1f} ± {100 * s:.1f}"
 
@@ -63,8 +73,8 @@ def print_table(rows_path: Path) -> None:
     for r in rows:
         runs = r["runs"]
         print(
-            f"| {r['name']} | {len(runs)} | {_fmt([x['test_file'] for x in runs])} "
-            f"| {_fmt([x['test_clip'] for x in runs])} | {_fmt([x['val_file'] for x in runs])} "
+            f"| {r['name']} | {len(runs)} | {fmt([x['test_file'] for x in runs])} "
+            f"| {fmt([x['test_clip'] for x in runs])} | {fmt([x['val_file'] for x in runs])} "
             f"| {r['macs'] / 1e6:.0f} | {statistics.fmean(x['seconds'] for x in runs) / 60:.1f} "
             f"| {100 * r['floor_test_file']:.1f} |"
         )
@@ -111,17 +121,12 @@ def main(
     from musicnas.spaces import load_arch
     from musicnas.training.trainer import TrainConfig
 
-    try:
-        seeds = [int(s) for s in seeds.split(",")]
-    except ValueError:
-        raise click.BadParameter(
-            f"{seeds!r}: expected comma-separated integers", param_hint="--seeds"
-        ) from None
+    seeds = parse_seeds(seeds)
     rt = setup("cpu", threads)
-    dataset = open_data(data, cache, config=FeatureConfig(**_pairs(feature, "--feature")))
+    dataset = open_data(data, cache, config=FeatureConfig(**pairs(feature, "--feature")))
     floor = file_floor(dataset)
-    config = TrainConfig().replace(**_pairs(train_opts, "--train"))
-    model_kw = _pairs(model_opts, "--model")
+    config = TrainConfig().replace(**pairs(train_opts, "--train"))
+    model_kw = pairs(model_opts, "--model")
     runs, macs = [], None
     for seed in seeds:
         run_dir = out / name / f"seed{seed}"
@@ -174,7 +179,7 @@ def main(
     with open(rows_path, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(
-        f"{name}: test files {_fmt([r['test_file'] for r in runs])}, clips {_fmt([r['test_clip'] for r in runs])}"
+        f"{name}: test files {fmt([r['test_file'] for r in runs])}, clips {fmt([r['test_clip'] for r in runs])}"
         f" (floor {100 * floor['test']['file_acc']:.1f}), {macs / 1e6:.0f} M MACs"
     )
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,24 +35,9 @@ import click
 import numpy as np
 import torch
 
+from recipe import fmt, pairs, parse_seeds  # benchmarks/recipe.py: the same KEY=VALUE options and table cells
+
 RULES = ("val_acc", "val_loss", "val_file", "last")
-
-
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _pairs(items: tuple[str, ...], what: str) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=what)
-        out[key.replace("-", "_")] = _parse_value(value)
-    return out
 
 
 def pick(epochs: list[dict], rule: str) -> dict:
@@ -128,12 +112,6 @@ def rule_results(epochs: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _fmt(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    s = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * m:.1f} ± {100 * s:.1f}"
-
-
 def print_table(rows_path: Path) -> None:
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
     print("| row | weights/rule | seeds | test files | test clips | val files | epochs picked |")
@@ -143,8 +121,8 @@ def print_table(rows_path: Path) -> None:
         for key in runs[0]["rules"]:
             res = [x["rules"][key] for x in runs]
             print(
-                f"| {r['name']} | {key} | {len(runs)} | {_fmt([x['test_file'] for x in res])} "
-                f"| {_fmt([x['test_clip'] for x in res])} | {_fmt([x['val_file'] for x in res])} "
+                f"| {r['name']} | {key} | {len(runs)} | {fmt([x['test_file'] for x in res])} "
+                f"| {fmt([x['test_clip'] for x in res])} | {fmt([x['val_file'] for x in res])} "
                 f"| {', '.join(str(x['epoch']) for x in res)} |"
             )
     print()
@@ -182,16 +160,11 @@ def main(data, cache, arch_path, name, seeds, feature, train_opts, model_opts, o
     from musicnas.spaces import load_arch
     from musicnas.training.trainer import TrainConfig
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",")]
-    except ValueError:
-        raise click.BadParameter(
-            f"{seeds!r}: expected comma-separated integers", param_hint="--seeds"
-        ) from None
+    seed_list = parse_seeds(seeds)
     rt = setup("cpu", threads)
-    dataset = open_data(data, cache, config=FeatureConfig(**_pairs(feature, "--feature")))
-    config = TrainConfig().replace(**_pairs(train_opts, "--train"))
-    model_kw = _pairs(model_opts, "--model")
+    dataset = open_data(data, cache, config=FeatureConfig(**pairs(feature, "--feature")))
+    config = TrainConfig().replace(**pairs(train_opts, "--train"))
+    model_kw = pairs(model_opts, "--model")
     runs = []
     for seed in seed_list:
         path = Path(arch_path.replace("{seed}", str(seed)))
@@ -210,7 +183,7 @@ def main(data, cache, arch_path, name, seeds, feature, train_opts, model_opts, o
         f.write(json.dumps(row) + "\n")
     for key in runs[0]["rules"]:
         vals = [r["rules"][key]["test_file"] for r in runs]
-        print(f"{name} {key}: test files {_fmt(vals)} ({', '.join(f'{100 * v:.1f}' for v in vals)})")
+        print(f"{name} {key}: test files {fmt(vals)} ({', '.join(f'{100 * v:.1f}' for v in vals)})")
 
 
 if __name__ == "__main__":
