@@ -6,7 +6,9 @@ folders), on the whole validation split, in each batch-norm scoring mode, and pr
 and Spearman's rho between the shared-weight accuracy and the trained networks' validation clip
 accuracy (the quantity the search scores) and test file accuracy (the one users get), for the shared-weight accuracy and for minus the shared-weight
 mean cross-entropy. Trainings of the
-same architecture (several seeds) are averaged into one point. A training's architecture is scored with
+same architecture (several seeds) are averaged into one point; when every architecture has at least two
+trainings, the ground truth's own Kendall tau (first training against second) is printed too: the ceiling
+any shared-weight score can be shown to reach against it. A training's architecture is scored with
 the same decisions in the search network, so a network trained wider than the search is allowed.
 
     python benchmarks/ranking_runs.py --search runs/rm12-search-s0 runs/rm12-search-s1 \
@@ -149,6 +151,18 @@ def main() -> None:
             m, sd = mean_std(taus)
             line.append(f"tau({truth}) {_pm(m, sd)}")
         print(f"mean ± std over {len(result['searches'])} search runs, {score}: " + ", ".join(line))
+    if all(len(p["test_file"]) >= 2 for p in points):
+        # how well the ground truth ranks itself: the first training of each architecture against its second
+        # (in --trained order); a shared-weight score cannot be shown to rank better than this
+        first, second = [p["test_file"][0] for p in points], [p["test_file"][1] for p in points]
+        self_tau = correlations(first, second)
+        spread = [float(np.std(p["test_file"], ddof=1)) for p in points]
+        print(f"ground truth against itself (1st vs 2nd training of each architecture, test files): "
+              f"tau {_pm(self_tau['tau'], None)}, rho {_pm(self_tau['rho'], None)}; "
+              f"per-architecture std over trainings {np.mean(spread):.3f} on average, "
+              f"between-architecture std of the means {np.std(test_truth, ddof=1):.3f}")  # fmt: skip
+        result["truth_self"] = {**self_tau, "mean_within_std": float(np.mean(spread)),
+                                "between_std": float(np.std(test_truth, ddof=1))}  # fmt: skip
     if len(points) > 2:
         gt = correlations(val_truth, test_truth)
         print(f"val clips vs test files over the trained networks: tau {_pm(gt['tau'], None)}")
