@@ -402,6 +402,29 @@ def test_derive_by_loss_ranks_by_cross_entropy_and_a_cost_aware_reward_keeps_the
     assert all(c["score"] != -c["loss"] for c in cost_aware["candidates"])
 
 
+def test_derive_by_mode_writes_the_policys_mode_first(data, rt, tmp_path):
+    from musicnas.search.factorized import FactorizedController
+    from musicnas.spaces import load_arch
+    from musicnas.utils.io import load_checkpoint
+
+    config = tiny_config(
+        derive_by="mode", controller="factorized", controller_lr=0.5, controller_update_every=1
+    )
+    run_search(config, data, tmp_path / "mode", rt)
+    cands = json.loads((tmp_path / "mode" / "candidates.json").read_text())
+    arch = load_arch(tmp_path / "mode" / "arch.json")
+    # the mode of the policy as trained (read back from the final checkpoint, not from what derive logged)
+    policy = FactorizedController(arch.space)
+    policy.load_state_dict(load_checkpoint(tmp_path / "mode" / "checkpoints" / "last.pt")["controller"])
+    assert arch.key() == policy.most_likely().key()
+    assert cands["candidates"][0]["source"] == "mode" and cands["derive"]["ranked_by"] == "mode, then loss"
+    rest = cands["candidates"][1:]
+    assert rest and all(c["source"] != "mode" for c in rest)
+    keys = [json.dumps(c["arch"], sort_keys=True) for c in cands["candidates"]]
+    assert len(keys) == len(set(keys))  # the mode is not listed twice
+    assert [c["loss"] for c in rest] == sorted(c["loss"] for c in rest)
+
+
 def test_unknown_derive_by_is_refused():
     with pytest.raises(MusicnasError, match="derive_by must be one of"):
         tiny_config(derive_by="accuracy").validate()

@@ -21,7 +21,7 @@ from musicnas.search.scoring import BN_MODES
 
 PRESETS = ("cpu", "reference")
 CONTROLLERS = ("lstm", "factorized")
-DERIVE_BY = ("loss", "reward")
+DERIVE_BY = ("loss", "reward", "mode")
 # What choosing the factorised policy changes, unless set explicitly (TuNAS: EMA momentum 0.95, Adam
 # beta1 0; its policy is updated every few shared-weight steps with normalised rewards).
 FACTORIZED_DEFAULTS = {

@@ -11,6 +11,11 @@ real-music benchmark it ranked 10 trained random networks by test accuracy at Ke
 each of 3 searches' weights, the accuracy at -0.16 ± 0.23 (docs/realmusic.md), and it is not
 quantised to whole clips.
 
+With ``derive_by = "mode"`` the answer is the policy's mode (the argmax of every decision, TuNAS's
+choice; with ``--controller factorized`` exactly the most likely architecture), scored like the others
+and written first; the sampled candidates are still scored, ranked by loss, and listed after it, so
+``candidates.json`` shows how the mode compares with them.
+
 With ``derive_rescore`` = n > 0 the screening keeps its best n (at least k) and every candidate (those
 and the seen ones) is scored again on the whole validation split and ranked by that score: on 64
 clips one accuracy has a standard error of about ±5 points, larger than the spread between the
@@ -45,7 +50,7 @@ def score_batches(search, whole: bool = False) -> list:
 def ranks_by_loss(search) -> bool:
     """Whether candidates are ranked by validation loss (``derive_by = "loss"``); a cost-aware reward
     always ranks by the reward, which is what trades accuracy against cost."""
-    return search.config.derive_by == "loss" and not search.reward_fn.needs_cost
+    return search.config.derive_by in ("loss", "mode") and not search.reward_fn.needs_cost
 
 
 def score_arch(search, arch, batches) -> tuple[float, float, float]:
@@ -99,6 +104,8 @@ def derive(search) -> tuple[list[dict], dict]:
     if cfg.derive_rescore:
         ranked, rescore = _rescore(search, ranked)
         ranked, band = _prefer_latency_target(search, ranked, ranked)
+    if cfg.derive_by == "mode":
+        ranked = _mode_first(search, ranked, whole=bool(cfg.derive_rescore))
     info = {
         "samples": cfg.derive_samples,
         "unique": len(sampled),
@@ -106,7 +113,8 @@ def derive(search) -> tuple[list[dict], dict]:
         "clips": int(sum(len(y) for _, y in batches)),
         "bn": cfg.controller_bn,
         "reward": search.reward_fn.describe(),
-        "ranked_by": "loss" if ranks_by_loss(search) else "reward",
+        "ranked_by": ("mode, then " if cfg.derive_by == "mode" else "")
+        + ("loss" if ranks_by_loss(search) else "reward"),
         "most_likely": search.controller.most_likely().to_json(),
         "sampled_accuracy_mean": float(np.mean([c["accuracy"] for c in scored.values()])),
         "scored": [_scored_entry(search, c) for c in scored.values()],  # every one, for the report's plots
@@ -137,6 +145,15 @@ LATENCY_TARGET_BAND = 0.10
 # Within the band, those predicted within this share come first: the table's own error is a few percent
 # (docs/latency.md), so a candidate predicted at the band's edge lands outside it as often as not.
 LATENCY_TARGET_INNER_BAND = 0.05
+
+
+def _mode_first(search, ranked: list[dict], whole: bool) -> list[dict]:
+    """The policy's mode first, scored on the batches the final ranking used (the whole validation
+    split when candidates were rescored), then every other candidate in its order."""
+    mode = search.controller.most_likely()
+    score, acc, loss = score_arch(search, mode, score_batches(search, whole=whole))
+    first = {"arch": mode, "score": score, "accuracy": acc, "loss": loss, "source": "mode"}
+    return [first] + [c for c in ranked if c["arch"].key() != mode.key()]
 
 
 def _prefer_latency_target(search, ranked: list[dict], scored: list[dict]) -> tuple[list[dict], dict | None]:
